@@ -200,7 +200,7 @@ pub fn check(
     let against: Vec<(usize, &Schema)> = if level.transitive() {
         previous.iter().enumerate().collect()
     } else {
-        previous.iter().enumerate().last().into_iter().collect()
+        previous.iter().enumerate().next_back().into_iter().collect()
     };
     let mut out = Vec::new();
     for (version_index, old) in against {

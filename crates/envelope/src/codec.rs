@@ -1,0 +1,402 @@
+//! The codec: typed events to and from Avro in Confluent wire format.
+//!
+//! Schemas are parsed once and kept for the life of the process (they are few and small), so
+//! the hot path neither parses nor looks up anything but a hash map: encoding serialises
+//! straight from the Rust value into the output buffer, and decoding a record written with
+//! the reader's own schema deserialises straight from the bytes. Records written with
+//! another version of the schema go through Avro schema resolution (writer → reader).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Once, RwLock},
+};
+
+use apache_avro::{Schema, reader::datum::GenericDatumReader, writer::datum::GenericDatumWriter};
+use topics::Topic;
+
+use crate::{
+    error::{DecodeError, EncodeError, RegistryError},
+    event::{Event, Payload},
+    registry::RegistryClient,
+    wire,
+};
+
+/// Largest allocation the Avro decoder may make for one string, bytes or collection: far
+/// above any Kafka record, far below what a forged length could make it try.
+pub const MAX_ALLOCATION_BYTES: usize = 64 * 1024 * 1024;
+
+struct Reader {
+    schema: &'static Schema,
+    /// The schema with decimal logical types relaxed to plain bytes (see [`relax_decimals`]).
+    relaxed: &'static Schema,
+    record: String,
+    canonical: String,
+    direct: GenericDatumReader<'static>,
+    writer: GenericDatumWriter<'static>,
+}
+
+struct Writer {
+    schema: &'static Schema,
+    json: String,
+    record: String,
+    canonical: String,
+}
+
+type Resolution = Result<Arc<GenericDatumReader<'static>>, DecodeError>;
+
+/// Encodes and decodes the events of every topic. Cheap to share behind an `Arc`.
+pub struct Codec {
+    registry: Option<RegistryClient>,
+    readers: HashMap<Topic, Reader>,
+    own_ids: RwLock<HashMap<Topic, u32>>,
+    writers: RwLock<HashMap<u32, Arc<Writer>>>,
+    resolutions: RwLock<HashMap<(u32, Topic), Resolution>>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("registry", &self.registry)
+            .field("own_ids", &self.own_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+fn leak(schema: Schema) -> &'static Schema {
+    Box::leak(Box::new(schema))
+}
+
+fn record_name(schema: &Schema) -> String {
+    schema
+        .name()
+        .map(|n| n.fullname(None))
+        .unwrap_or_else(|| "(unnamed)".to_owned())
+}
+
+impl Codec {
+    /// A codec that asks `registry` for unknown schema ids and registers its own schemas.
+    pub fn new(registry: RegistryClient) -> Codec {
+        Codec::build(Some(registry))
+    }
+
+    /// A codec without a registry: each topic's schema gets a fixed id (`1 + index` in
+    /// `topic-config.yaml` order) and only those ids decode. For tests and benchmarks.
+    pub fn offline() -> Codec {
+        let codec = Codec::build(None);
+        for (i, topic) in Topic::ALL.iter().enumerate() {
+            codec.set_schema_id(*topic, i as u32 + 1);
+        }
+        codec
+    }
+
+    fn build(registry: Option<RegistryClient>) -> Codec {
+        static LIMITS: Once = Once::new();
+        LIMITS.call_once(|| {
+            apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+            apache_avro::util::set_serde_human_readable(false);
+        });
+        let catalog = schemas::embedded();
+        let mut readers = HashMap::new();
+        for topic in Topic::ALL {
+            let subject = catalog
+                .for_topic(topic.name())
+                .expect("every topic has a schema (checked by the schemas crate's tests)");
+            let schema = leak(subject.schema.clone());
+            let direct = GenericDatumReader::builder(schema)
+                .human_readable(false)
+                .build()
+                .expect("embedded schemas resolve");
+            let writer = GenericDatumWriter::builder(schema)
+                .human_readable(false)
+                .build()
+                .expect("embedded schemas resolve");
+            let relaxed = leak(
+                Schema::parse(&relax_decimals(
+                    serde_json::from_str(&subject.json).expect("catalog JSON is valid"),
+                ))
+                .expect("relaxed embedded schemas parse"),
+            );
+            readers.insert(
+                *topic,
+                Reader {
+                    schema,
+                    relaxed,
+                    record: record_name(schema),
+                    canonical: schema.canonical_form(),
+                    direct,
+                    writer,
+                },
+            );
+        }
+        Codec {
+            registry,
+            readers,
+            own_ids: RwLock::new(HashMap::new()),
+            writers: RwLock::new(HashMap::new()),
+            resolutions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn reader(&self, topic: Topic) -> &Reader {
+        self.readers
+            .get(&topic)
+            .expect("a reader exists for every topic")
+    }
+
+    /// Use `id` as the registered id of `topic`'s schema (also makes `id` decodable).
+    pub fn set_schema_id(&self, topic: Topic, id: u32) {
+        let reader = self.reader(topic);
+        let json = schemas::embedded()
+            .for_topic(topic.name())
+            .map(|s| s.json.clone())
+            .unwrap_or_default();
+        let writer = Arc::new(Writer {
+            schema: reader.schema,
+            json,
+            record: reader.record.clone(),
+            canonical: reader.canonical.clone(),
+        });
+        write_lock(&self.writers).insert(id, writer);
+        write_lock(&self.own_ids).insert(topic, id);
+    }
+
+    /// Make `id` decodable as `schema_json` without asking the registry (tests, replays of
+    /// data written by other schema versions).
+    pub fn add_writer_schema(&self, id: u32, schema_json: &str) -> Result<(), String> {
+        let schema = Schema::parse_str(schema_json).map_err(|e| format!("invalid schema: {e}"))?;
+        let canonical = schema.canonical_form();
+        let record = record_name(&schema);
+        let writer = Arc::new(Writer {
+            schema: leak(schema),
+            json: schema_json.to_owned(),
+            record,
+            canonical,
+        });
+        write_lock(&self.writers).insert(id, writer);
+        Ok(())
+    }
+
+    /// Register `topic`'s schema under `<topic>-value` and remember its id for encoding.
+    pub async fn register(&self, topic: Topic) -> Result<u32, RegistryError> {
+        if let Some(id) = self.schema_id(topic) {
+            return Ok(id);
+        }
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or_else(|| RegistryError::Unavailable {
+                message: format!("no registry configured to register {topic}"),
+            })?;
+        let subject = schemas::embedded()
+            .for_topic(topic.name())
+            .expect("every topic has a schema");
+        let id = registry.register(&subject.subject, &subject.json).await?;
+        self.set_schema_id(topic, id);
+        Ok(id)
+    }
+
+    /// The registered id of `topic`'s schema, if known.
+    pub fn schema_id(&self, topic: Topic) -> Option<u32> {
+        read_lock(&self.own_ids).get(&topic).copied()
+    }
+
+    /// Encode `event` into `buf` (cleared first) in Confluent wire format.
+    pub fn encode_into<P: Payload>(
+        &self,
+        event: &Event<P>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let id = self
+            .schema_id(P::TOPIC)
+            .ok_or_else(|| EncodeError::NotRegistered {
+                topic: P::TOPIC.name().to_owned(),
+            })?;
+        wire::write_header(buf, id);
+        self.reader(P::TOPIC)
+            .writer
+            .write_ser(buf, event)
+            .map_err(|e| EncodeError::from_avro(P::TOPIC.name(), &e))?;
+        Ok(())
+    }
+
+    /// Encode `event` in Confluent wire format.
+    pub fn encode<P: Payload>(&self, event: &Event<P>) -> Result<Vec<u8>, EncodeError> {
+        let mut buf = Vec::with_capacity(256);
+        self.encode_into(event, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Decode a framed record of `P`'s topic, asking the registry for an unknown schema id.
+    pub async fn decode<P: Payload>(&self, bytes: &[u8]) -> Result<Event<P>, DecodeError> {
+        let (id, _) = wire::split(bytes)?;
+        if !read_lock(&self.writers).contains_key(&id) {
+            self.fetch_writer(id).await?;
+        }
+        self.decode_known(bytes)
+    }
+
+    /// Decode a framed record whose schema id is already known to this codec (no I/O).
+    pub fn decode_known<P: Payload>(&self, bytes: &[u8]) -> Result<Event<P>, DecodeError> {
+        let (id, body) = wire::split(bytes)?;
+        let writer = read_lock(&self.writers)
+            .get(&id)
+            .cloned()
+            .ok_or(DecodeError::UnknownSchemaId { id })?;
+        let reader = self.reader(P::TOPIC);
+        let mut rest = body;
+        let event = if writer.canonical == reader.canonical {
+            reader
+                .direct
+                .read_deser::<Event<P>>(&mut rest)
+                .map_err(|e| DecodeError::from_avro(id, &e))?
+        } else {
+            let resolver = self.resolution(id, &writer, P::TOPIC)?;
+            let value = resolver
+                .read_value(&mut rest)
+                .map_err(|e| DecodeError::from_avro(id, &e))?;
+            apache_avro::from_value::<Event<P>>(&value)
+                .map_err(|e| DecodeError::from_avro(id, &e))?
+        };
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                id,
+                count: rest.len(),
+            });
+        }
+        Ok(event)
+    }
+
+    /// Decode any framed record to JSON with its writer schema (for inspection tools).
+    pub async fn decode_json(&self, bytes: &[u8]) -> Result<(u32, serde_json::Value), DecodeError> {
+        let (id, body) = wire::split(bytes)?;
+        if !read_lock(&self.writers).contains_key(&id) {
+            self.fetch_writer(id).await?;
+        }
+        let writer = read_lock(&self.writers)
+            .get(&id)
+            .cloned()
+            .ok_or(DecodeError::UnknownSchemaId { id })?;
+        let reader = GenericDatumReader::builder(writer.schema)
+            .build()
+            .map_err(|e| DecodeError::from_avro(id, &e))?;
+        let mut rest = body;
+        let value = reader
+            .read_value(&mut rest)
+            .map_err(|e| DecodeError::from_avro(id, &e))?;
+        let json =
+            serde_json::Value::try_from(value).map_err(|e| DecodeError::from_avro(id, &e))?;
+        Ok((id, json))
+    }
+
+    async fn fetch_writer(&self, id: u32) -> Result<(), DecodeError> {
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or(DecodeError::UnknownSchemaId { id })?;
+        let json = registry.schema_by_id(id).await.map_err(|e| match e {
+            RegistryError::NotFound { .. } | RegistryError::Rejected { .. } => {
+                DecodeError::UnknownSchemaId { id }
+            }
+            RegistryError::Unavailable { message } => {
+                DecodeError::RegistryUnavailable { id, message }
+            }
+        })?;
+        self.add_writer_schema(id, &json)
+            .map_err(|reason| DecodeError::MalformedBody { id, reason })
+    }
+
+    fn resolution(&self, id: u32, writer: &Writer, topic: Topic) -> Resolution {
+        if let Some(r) = read_lock(&self.resolutions).get(&(id, topic)) {
+            return r.clone();
+        }
+        let reader = self.reader(topic);
+        let resolved = schemas::compat::can_read(writer.schema, reader.schema)
+            .map_err(|reason| match missing_field(&reason) {
+                Some(field) => DecodeError::MissingField { id, field },
+                None => DecodeError::IncompatibleSchema {
+                    id,
+                    writer: writer.record.clone(),
+                    reader: reader.record.clone(),
+                    reason,
+                },
+            })
+            .and_then(|()| {
+                let relaxed_writer = serde_json::from_str(&writer.json)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| {
+                        Schema::parse(&relax_decimals(json)).map_err(|e| e.to_string())
+                    })
+                    .map_err(|reason| DecodeError::IncompatibleSchema {
+                        id,
+                        writer: writer.record.clone(),
+                        reader: reader.record.clone(),
+                        reason,
+                    })?;
+                GenericDatumReader::builder(leak(relaxed_writer))
+                    .reader_schema(reader.relaxed)
+                    .human_readable(false)
+                    .build()
+                    .map(Arc::new)
+                    .map_err(|e| DecodeError::IncompatibleSchema {
+                        id,
+                        writer: writer.record.clone(),
+                        reader: reader.record.clone(),
+                        reason: e.to_string(),
+                    })
+            });
+        write_lock(&self.resolutions).insert((id, topic), resolved.clone());
+        resolved
+    }
+}
+
+/// Replace `{"type": "bytes", "logicalType": "decimal"}` with plain `"bytes"`.
+///
+/// Used only for the writer → reader resolution path: apache-avro's resolution rejects a
+/// bytes-backed decimal whose encoding is shorter than the bytes its precision could need
+/// (`Precision 18 too small to hold decimal values with 3 bytes`), although minimal
+/// encodings are what Avro writers produce. Compatibility is still checked on the real
+/// schemas first; after resolution [`crate::values::Dec`] reads the bytes and checks the range.
+fn relax_decimals(json: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match json {
+        Value::Object(obj)
+            if obj.get("logicalType").and_then(Value::as_str) == Some("decimal")
+                && obj.get("type").and_then(Value::as_str) == Some("bytes") =>
+        {
+            Value::String("bytes".into())
+        }
+        Value::Object(obj) => Value::Object(
+            obj.into_iter()
+                .map(|(k, v)| (k, relax_decimals(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(relax_decimals).collect()),
+        other => other,
+    }
+}
+
+/// The field a resolution failure is about when the writer lacks a required reader field,
+/// e.g. `field payload: Field 'spend' in reader schema must have a default value`.
+fn missing_field(reason: &str) -> Option<String> {
+    let field = reason
+        .split("Field '")
+        .nth(1)?
+        .strip_suffix("' in reader schema must have a default value")?;
+    let path = reason
+        .strip_prefix("field ")
+        .and_then(|r| r.split(':').next())
+        .map(|p| format!("{p}."))
+        .unwrap_or_default();
+    Some(format!("{path}{field}"))
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-written (single inserts).
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
