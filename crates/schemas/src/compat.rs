@@ -200,7 +200,12 @@ pub fn check(
     let against: Vec<(usize, &Schema)> = if level.transitive() {
         previous.iter().enumerate().collect()
     } else {
-        previous.iter().enumerate().next_back().into_iter().collect()
+        previous
+            .iter()
+            .enumerate()
+            .next_back()
+            .into_iter()
+            .collect()
     };
     let mut out = Vec::new();
     for (version_index, old) in against {
@@ -220,6 +225,54 @@ pub fn check(
                 version_index,
                 direction: Direction::OldReadsNew,
                 message,
+            });
+        }
+    }
+    out
+}
+
+/// One subject of `current` that breaks against an earlier catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateFailure {
+    /// The registry subject.
+    pub subject: String,
+    /// Label of the earlier catalog (e.g. a git commit).
+    pub against: String,
+    /// What breaks.
+    pub problem: Incompatibility,
+}
+
+impl fmt::Display for GateFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (against {}): {}",
+            self.subject, self.against, self.problem
+        )
+    }
+}
+
+/// The schema CI gate: every subject of `current` checked at `level` against the same
+/// subject in each earlier catalog (`(label, catalog)`, oldest first). Subjects new in
+/// `current` pass; a subject that disappeared is not checked here (topics are removed in
+/// `topic-config.yaml`, deliberately).
+pub fn gate(
+    level: CompatibilityLevel,
+    history: &[(String, &crate::Catalog)],
+    current: &crate::Catalog,
+) -> Vec<GateFailure> {
+    let mut out = Vec::new();
+    for subject in current.subjects() {
+        let previous: Vec<(&String, &Schema)> = history
+            .iter()
+            .filter_map(|(label, cat)| cat.for_topic(&subject.topic).map(|s| (label, &s.schema)))
+            .collect();
+        let schemas: Vec<Schema> = previous.iter().map(|(_, s)| (*s).clone()).collect();
+        for problem in check(level, &subject.schema, &schemas) {
+            out.push(GateFailure {
+                subject: subject.subject.clone(),
+                against: previous[problem.version_index].0.clone(),
+                problem,
             });
         }
     }

@@ -9,7 +9,7 @@ pub mod compat;
 mod files;
 
 pub use catalog::{Catalog, CatalogError, PiiField, SubjectSchema};
-pub use compat::{CompatibilityLevel, Incompatibility};
+pub use compat::{CompatibilityLevel, GateFailure, Incompatibility};
 pub use files::EMBEDDED_FILES;
 
 use std::sync::LazyLock;

@@ -1,0 +1,147 @@
+//! The schema CI gate: the schemas in this tree must stay FULL_TRANSITIVE compatible with
+//! every version of `schemas/` committed to git (BACKWARD, plus the spec's rule that fields
+//! can only be deleted if they had defaults). A breaking change needs a new major version
+//! under a new subject instead.
+
+use std::{path::Path, process::Command};
+
+use schemas::{Catalog, CompatibilityLevel, compat::gate};
+use topics::TopicConfig;
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("git runs (the schema gate reads earlier schema versions from git)");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The catalog as committed at `rev`.
+fn catalog_at(rev: &str) -> Catalog {
+    let config = TopicConfig::parse(&git(&["show", &format!("{rev}:topic-config.yaml")]))
+        .unwrap_or_else(|e| panic!("topic-config.yaml at {rev}: {e}"));
+    let paths = git(&["ls-tree", "-r", "--name-only", rev, "--", "schemas/"]);
+    let files: Vec<(String, String)> = paths
+        .lines()
+        .filter(|p| p.ends_with(".avsc"))
+        .map(|p| {
+            let rel = p.trim_start_matches("schemas/").to_owned();
+            (rel, git(&["show", &format!("{rev}:{p}")]))
+        })
+        .collect();
+    Catalog::from_files_with(&config, files.iter().map(|(p, t)| (p.as_str(), t.as_str())))
+        .unwrap_or_else(|e| panic!("schemas at {rev}: {e}"))
+}
+
+#[test]
+fn current_schemas_are_compatible_with_every_committed_version() {
+    let revs = git(&["log", "--format=%h", "--reverse", "--", "schemas/"]);
+    let history: Vec<(String, Catalog)> = revs
+        .lines()
+        .map(|r| (r.to_owned(), catalog_at(r)))
+        .collect();
+    let refs: Vec<(String, &Catalog)> = history.iter().map(|(r, c)| (r.clone(), c)).collect();
+    let failures = gate(
+        CompatibilityLevel::FullTransitive,
+        &refs,
+        schemas::embedded(),
+    );
+    assert!(
+        failures.is_empty(),
+        "schema changes break readers:\n{}\nAdd fields as optional with a default; ship breaking \
+         changes as a new major version under a new subject (see CONTRIBUTING.md).",
+        failures
+            .iter()
+            .map(|f| format!("  - {f}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The current files with one edit applied to the payload of `silver/data-processed.avsc`.
+fn edited(edit: impl Fn(&mut Vec<serde_json::Value>)) -> Catalog {
+    let files: Vec<(String, String)> = schemas::EMBEDDED_FILES
+        .iter()
+        .map(|(path, text)| {
+            if *path != "silver/data-processed.avsc" {
+                return ((*path).to_owned(), (*text).to_owned());
+            }
+            let mut json: serde_json::Value = serde_json::from_str(text).expect("json");
+            let fields = json["fields"][1]["type"]["fields"]
+                .as_array_mut()
+                .expect("payload fields");
+            edit(fields);
+            ((*path).to_owned(), json.to_string())
+        })
+        .collect();
+    Catalog::from_files(files.iter().map(|(p, t)| (p.as_str(), t.as_str()))).expect("catalog")
+}
+
+fn gate_against_current(candidate: &Catalog) -> Vec<String> {
+    gate(
+        CompatibilityLevel::FullTransitive,
+        &[("HEAD".to_owned(), schemas::embedded())],
+        candidate,
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+#[test]
+fn removing_a_field_without_default_is_caught() {
+    let broken = edited(|fields| fields.retain(|f| f["name"] != "spend"));
+    let failures = gate_against_current(&broken);
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(
+        failures[0].contains("silver.data.processed-value"),
+        "{}",
+        failures[0]
+    );
+    assert!(failures[0].contains("spend"), "{}", failures[0]);
+    assert!(failures[0].contains("readers still on"), "{}", failures[0]);
+}
+
+#[test]
+fn changing_a_field_type_is_caught() {
+    let broken = edited(|fields| {
+        let f = fields
+            .iter_mut()
+            .find(|f| f["name"] == "campaign_id")
+            .expect("field");
+        f["type"] = serde_json::json!("long");
+    });
+    let failures = gate_against_current(&broken);
+    assert!(!failures.is_empty());
+    assert!(
+        failures.iter().all(|f| f.contains("payload.campaign_id")),
+        "{failures:#?}"
+    );
+}
+
+#[test]
+fn adding_a_required_field_is_caught_and_an_optional_one_passes() {
+    let broken = edited(|fields| {
+        fields.push(serde_json::json!({"name": "viewability", "type": "double"}));
+    });
+    let failures = gate_against_current(&broken);
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(failures[0].contains("viewability"), "{}", failures[0]);
+
+    let fine = edited(|fields| {
+        fields.push(
+            serde_json::json!({"name": "viewability", "type": ["null", "double"], "default": null}),
+        );
+    });
+    assert!(gate_against_current(&fine).is_empty());
+}
