@@ -229,9 +229,7 @@ impl Codec {
     /// Decode a framed record of `P`'s topic, asking the registry for an unknown schema id.
     pub async fn decode<P: Payload>(&self, bytes: &[u8]) -> Result<Event<P>, DecodeError> {
         let (id, _) = wire::split(bytes)?;
-        if !read_lock(&self.writers).contains_key(&id) {
-            self.fetch_writer(id).await?;
-        }
+        self.writer(id).await?;
         self.decode_known(bytes)
     }
 
@@ -269,13 +267,7 @@ impl Codec {
     /// Decode any framed record to JSON with its writer schema (for inspection tools).
     pub async fn decode_json(&self, bytes: &[u8]) -> Result<(u32, serde_json::Value), DecodeError> {
         let (id, body) = wire::split(bytes)?;
-        if !read_lock(&self.writers).contains_key(&id) {
-            self.fetch_writer(id).await?;
-        }
-        let writer = read_lock(&self.writers)
-            .get(&id)
-            .cloned()
-            .ok_or(DecodeError::UnknownSchemaId { id })?;
+        let writer = self.writer(id).await?;
         let reader = GenericDatumReader::builder(writer.schema)
             .build()
             .map_err(|e| DecodeError::from_avro(id, &e))?;
@@ -286,6 +278,18 @@ impl Codec {
         let json =
             serde_json::Value::try_from(value).map_err(|e| DecodeError::from_avro(id, &e))?;
         Ok((id, json))
+    }
+
+    /// The writer schema of `id`, from the cache or else from the registry.
+    async fn writer(&self, id: u32) -> Result<Arc<Writer>, DecodeError> {
+        if let Some(w) = read_lock(&self.writers).get(&id) {
+            return Ok(w.clone());
+        }
+        self.fetch_writer(id).await?;
+        read_lock(&self.writers)
+            .get(&id)
+            .cloned()
+            .ok_or(DecodeError::UnknownSchemaId { id })
     }
 
     async fn fetch_writer(&self, id: u32) -> Result<(), DecodeError> {
