@@ -1,0 +1,5 @@
+//! The rule evaluator (`rule-evaluator`): evaluates each org's rules against every
+//! `gold.data.ready` aggregate and raises or resolves alerts. The rule engine lives in
+//! [`rules`], free of Kafka plumbing.
+
+pub mod rules;
