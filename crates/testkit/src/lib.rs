@@ -1,0 +1,14 @@
+//! Test support for adpipe: start a real Tansu broker on a free port (killed on drop), the
+//! Kafka client settings that work well on Tansu, and helpers to await conditions with a
+//! deadline instead of sleeping.
+//!
+//! Used only as a dev-dependency. The broker binary is installed into `.local/bin` by
+//! `scripts/install-tansu.sh` (which `make test` runs first).
+
+mod broker;
+mod kafka;
+
+pub use broker::{Broker, Storage, free_port, repo_root};
+pub use kafka::{
+    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_topics, end_offsets, wait_until,
+};
