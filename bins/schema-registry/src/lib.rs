@@ -1,0 +1,41 @@
+//! adpipe's schema registry: the Confluent Schema Registry REST API subset that real clients
+//! use (register, fetch by id, subjects and versions, lookup, compatibility, config, soft and
+//! permanent delete), with compatibility checked by Avro schema resolution and state kept in a
+//! JSON file or in PostgreSQL.
+//!
+//! [`serve`] runs it on a listener, so tests start it in-process on a free port.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+use std::{future::Future, sync::Arc};
+
+pub use api::App;
+pub use registry::Registry;
+use schemas::CompatibilityLevel;
+pub use store::Storage;
+
+/// Open the registry on `storage` and serve it on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    storage: Storage,
+    default_level: CompatibilityLevel,
+    basic_auth: Option<(String, String)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = Registry::open(storage, default_level)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the registry storage: {}", e.message))?;
+    let app = App {
+        registry,
+        metrics: Arc::new(metrics::Metrics::default()),
+        basic_auth: basic_auth.map(Arc::new),
+    };
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
