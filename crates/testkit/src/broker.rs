@@ -30,7 +30,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub enum Storage {
     /// In memory (the prebuilt binary); gone when the process stops.
     Memory,
-    /// A storage-engine URL for the durable build, e.g. `postgres://…` or `sqlite://…`.
+    /// A storage-engine URL for the durable build, e.g. `sqlite://tansu.db` (relative paths
+    /// are inside the broker's own temporary directory) or `postgres://…`.
     Durable(String),
 }
 
@@ -97,6 +98,8 @@ impl Broker {
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &engine])
+            // Relative storage paths (sqlite://tansu.db) land in the broker's own directory.
+            .current_dir(self._dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
