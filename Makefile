@@ -1,0 +1,46 @@
+# adpipe: the documented entry points. Run `make help` for the list.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help up down status test test-prereqs test-durable fmt fmt-check lint unit bench
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+up: ## start the local broker and schema registry, apply topics and schemas
+	@scripts/platform.sh up
+
+down: ## stop what `make up` started
+	@scripts/platform.sh down
+
+status: ## what runs, and how topics and schemas differ from the tree
+	@scripts/platform.sh status
+
+test: test-prereqs fmt-check lint unit ## the full gate: formatting, clippy -D warnings, every test
+
+test-prereqs: ## install what the tests start (Tansu broker, Python registry client) into .local/
+	@scripts/test-prereqs.sh
+
+test-durable: ## a durable broker keeps records across SIGKILL + restart (builds Tansu, ~10 min)
+	@scripts/install-tansu.sh --durable
+	$(CARGO) test -p testkit --test durable_broker -- --ignored
+
+fmt: ## format the workspace
+	$(CARGO) fmt --all
+
+fmt-check: ## fail on unformatted code
+	$(CARGO) fmt --all --check
+
+lint: ## clippy on every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## run every test (cargo nextest when installed, else cargo test)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --locked --no-fail-fast; \
+	fi
+
+bench: ## benchmarks, each beside a baseline measured in the same run
+	$(CARGO) bench -p envelope --bench codec
