@@ -58,6 +58,33 @@ fn level_of(state: &State, subject: Option<&Subject>) -> CompatibilityLevel {
         .unwrap_or(CompatibilityLevel::Backward)
 }
 
+/// A subject that has (or had) versions, for changes; 40401 otherwise.
+fn known_subject_mut<'a>(state: &'a mut State, subject: &str) -> Result<&'a mut Subject, ApiError> {
+    state
+        .subjects
+        .get_mut(subject)
+        .filter(|s| !s.versions.is_empty())
+        .ok_or_else(|| ApiError::subject_not_found(subject))
+}
+
+/// The `{subject, version, id, schema}` object Confluent returns for a version.
+fn version_json(state: &State, subject: &str, v: &Version) -> Value {
+    let schema = state
+        .schemas
+        .get(&v.id)
+        .map(|st| st.schema.clone())
+        .unwrap_or_default();
+    json!({"subject": subject, "version": v.version, "id": v.id, "schema": schema})
+}
+
+/// The parsed schemas of `versions`, oldest first (stored schemas were valid when registered).
+fn parsed<'a>(state: &State, versions: impl Iterator<Item = &'a Version>) -> Vec<Schema> {
+    versions
+        .filter_map(|v| state.schemas.get(&v.id))
+        .filter_map(|st| Schema::parse_str(&st.schema).ok())
+        .collect()
+}
+
 impl Registry {
     /// Open the registry on `storage`, starting empty with `default_level` when nothing is
     /// stored yet.
@@ -124,13 +151,8 @@ impl Registry {
                 }
             }
             let level = level_of(state, existing_subject);
-            let previous: Vec<Schema> = existing_subject
-                .map(|s| {
-                    s.live()
-                        .filter_map(|v| state.schemas.get(&v.id))
-                        .filter_map(|st| Schema::parse_str(&st.schema).ok())
-                        .collect()
-                })
+            let previous = existing_subject
+                .map(|s| parsed(state, s.live()))
                 .unwrap_or_default();
             let problems = compat::check(level, &schema, &previous);
             if !problems.is_empty() {
@@ -233,12 +255,7 @@ impl Registry {
             VersionRef::Number(n) => s.live().find(|v| v.version == n),
         }
         .ok_or_else(|| ApiError::version_not_found(version))?;
-        let schema = state
-            .schemas
-            .get(&v.id)
-            .map(|st| st.schema.clone())
-            .unwrap_or_default();
-        Ok(json!({"subject": subject, "version": v.version, "id": v.id, "schema": schema}))
+        Ok(version_json(&state, subject, v))
     }
 
     /// `POST /subjects/{subject}`: the version object of `schema` under `subject`.
@@ -253,14 +270,7 @@ impl Registry {
                     .get(&v.id)
                     .is_some_and(|st| st.canonical == canonical)
             })
-            .map(|v| {
-                let schema = state
-                    .schemas
-                    .get(&v.id)
-                    .map(|st| st.schema.clone())
-                    .unwrap_or_default();
-                json!({"subject": subject, "version": v.version, "id": v.id, "schema": schema})
-            })
+            .map(|v| version_json(&state, subject, v))
             .ok_or_else(|| ApiError::schema_not_found("for this subject"))
     }
 
@@ -285,11 +295,7 @@ impl Registry {
                     .ok_or_else(|| ApiError::version_not_found(VersionRef::Number(n)))?,
             ],
         };
-        let previous: Vec<Schema> = against
-            .iter()
-            .filter_map(|v| state.schemas.get(&v.id))
-            .filter_map(|st| Schema::parse_str(&st.schema).ok())
-            .collect();
+        let previous = parsed(&state, against.into_iter());
         let level = match (version, level) {
             // A single chosen version: the level's direction against that version only.
             (Some(VersionRef::Number(_)), CompatibilityLevel::BackwardTransitive) => {
@@ -380,11 +386,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<Vec<u32>, ApiError> {
         self.mutate(|state| {
-            let s = state
-                .subjects
-                .get_mut(subject)
-                .filter(|s| !s.versions.is_empty())
-                .ok_or_else(|| ApiError::subject_not_found(subject))?;
+            let s = known_subject_mut(state, subject)?;
             if permanent {
                 if !s.soft_deleted() {
                     return Err(ApiError::subject_not_soft_deleted(subject));
@@ -414,11 +416,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<u32, ApiError> {
         self.mutate(|state| {
-            let s = state
-                .subjects
-                .get_mut(subject)
-                .filter(|s| !s.versions.is_empty())
-                .ok_or_else(|| ApiError::subject_not_found(subject))?;
+            let s = known_subject_mut(state, subject)?;
             let number = match version {
                 VersionRef::Number(n) => n,
                 VersionRef::Latest => s
