@@ -1,0 +1,611 @@
+//! The processing loop. Records are consumed by one consumer in the stage's group and handed
+//! to one worker task per partition (order per partition, concurrency across partitions,
+//! bounded queues for backpressure). For each record a worker decodes, skips an already
+//! processed `event_id`, processes with retries, produces the outputs (or the dead letter) and
+//! waits for the broker's acknowledgements, marks the `event_id` done, and only then stores
+//! the record's offset; librdkafka auto-commits stored offsets, and the stage commits once
+//! more on shutdown.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use envelope::{Codec, Source, Timestamp};
+use rdkafka::{
+    ClientConfig, Message, Offset,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    message::{Header, OwnedHeaders, OwnedMessage},
+    producer::{FutureProducer, FutureRecord},
+};
+use tokio::{sync::mpsc, task::JoinSet};
+use topics::Topic;
+
+use crate::{
+    dedupe::Dedupe,
+    dlq::{Failure, dlq_headers},
+    metrics::{Labels, Metrics},
+    processor::{Input, OutRecord, Outputs, Processor},
+    settings::RuntimeArgs,
+};
+
+/// Client settings that work well on Tansu and on Kafka alike (see the README).
+pub const CLIENT_DEFAULTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("topic.metadata.refresh.interval.ms", "5000"),
+];
+
+/// Liveness and readiness, shared with the HTTP endpoints.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Partitions currently assigned.
+    pub assigned: AtomicUsize,
+    /// The DLQ circuit breaker stopped the stage.
+    pub breaker_open: AtomicBool,
+    /// The loop is running.
+    pub running: AtomicBool,
+}
+
+impl Health {
+    /// Ready: running, assigned at least one partition, breaker closed.
+    pub fn ready(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+            && self.assigned.load(Ordering::Relaxed) > 0
+            && !self.breaker_open.load(Ordering::Relaxed)
+    }
+}
+
+struct Ctx {
+    health: Arc<Health>,
+}
+
+impl rdkafka::ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.health.assigned.store(assigned, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), assigned, "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), assigned, "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+type Consumer_ = StreamConsumer<Ctx>;
+
+/// The DLQ circuit breaker: the share of dead-lettered records among the last `window`.
+struct Breaker {
+    window: usize,
+    threshold: f64,
+    outcomes: VecDeque<bool>,
+    dead: usize,
+}
+
+impl Breaker {
+    /// Record an outcome; true when the breaker must open.
+    fn record(&mut self, dead_lettered: bool) -> bool {
+        if self.window == 0 {
+            return false;
+        }
+        self.outcomes.push_back(dead_lettered);
+        self.dead += usize::from(dead_lettered);
+        if self.outcomes.len() > self.window && self.outcomes.pop_front() == Some(true) {
+            self.dead -= 1;
+        }
+        self.outcomes.len() == self.window && self.dead as f64 / self.window as f64 > self.threshold
+    }
+}
+
+struct Shared<P: Processor> {
+    processor: P,
+    codec: Arc<Codec>,
+    consumer: Arc<Consumer_>,
+    producer: FutureProducer,
+    dedupe: Dedupe,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    source: Source,
+    args: RuntimeArgs,
+    breaker: Mutex<Breaker>,
+    stopping: AtomicBool,
+}
+
+fn labels(stage: &str, topic: &str) -> Labels {
+    vec![("stage", stage.to_owned()), ("topic", topic.to_owned())]
+}
+
+fn client_config(args: &RuntimeArgs) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &args.bootstrap_servers);
+    for (k, v) in CLIENT_DEFAULTS {
+        c.set(*k, *v);
+    }
+    c
+}
+
+/// Everything a running stage needs besides the processor.
+#[derive(Debug)]
+pub struct Parts {
+    /// The codec (registered output schemas).
+    pub codec: Arc<Codec>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Health.
+    pub health: Arc<Health>,
+    /// The dedupe store.
+    pub dedupe: Dedupe,
+    /// Envelope source of outputs.
+    pub source: Source,
+}
+
+/// Run `processor` until `shutdown` completes, then finish in-flight work within the grace
+/// period and commit.
+pub async fn run_stage<P: Processor>(
+    processor: P,
+    parts: Parts,
+    args: RuntimeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Parts {
+        codec,
+        metrics,
+        health,
+        dedupe,
+        source,
+    } = parts;
+    let group = P::GROUP.name();
+    let mut cc = client_config(&args);
+    cc.set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    if let Some(id) = args.group_instance_id.as_deref().filter(|s| !s.is_empty()) {
+        cc.set("group.instance.id", id);
+    }
+    let consumer: Arc<Consumer_> = Arc::new(cc.create_with_context(Ctx {
+        health: health.clone(),
+    })?);
+    let inputs: Vec<Topic> = P::Input::topics();
+    let names: Vec<&str> = inputs.iter().map(|t| t.name()).collect();
+    consumer.subscribe(&names)?;
+    let producer: FutureProducer = client_config(&args)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()?;
+    let shared = Arc::new(Shared {
+        processor,
+        codec,
+        consumer: consumer.clone(),
+        producer,
+        dedupe,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        source,
+        breaker: Mutex::new(Breaker {
+            window: args.dlq_breaker_window,
+            threshold: args.dlq_breaker_threshold,
+            outcomes: VecDeque::new(),
+            dead: 0,
+        }),
+        args: args.clone(),
+        stopping: AtomicBool::new(false),
+    });
+    health.running.store(true, Ordering::Relaxed);
+    tracing::info!(group, topics = ?names, "stage consuming");
+
+    // A weak reference: if this stage is dropped (aborted), the consumer closes and leaves the
+    // group instead of lingering as a member that holds partitions.
+    let lag_task = tokio::spawn(track_lag(Arc::downgrade(&consumer), metrics.clone(), group));
+    let mut workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        if health.breaker_open.load(Ordering::Relaxed) {
+            // Stopped by the breaker: stop fetching; offsets of unprocessed records stay uncommitted.
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+            shutdown.as_mut().await;
+            break;
+        }
+        let msg = tokio::select! {
+            () = shutdown.as_mut() => break,
+            msg = consumer.recv() => msg,
+        };
+        let msg = match msg {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                continue;
+            }
+        };
+        let l = labels(group, msg.topic());
+        metrics.messages_in.get_or_create(&l).inc();
+        metrics
+            .bytes_in
+            .get_or_create(&l)
+            .inc_by(msg.payload().map_or(0, |p| p.len()) as u64);
+        let key = (msg.topic().to_owned(), msg.partition());
+        let tx = workers.entry(key).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(args.max_in_flight_per_partition.max(1));
+            tasks.spawn(worker(shared.clone(), rx));
+            tx
+        });
+        // Backpressure: a full partition queue holds the loop until the worker catches up.
+        if tx.send(msg).await.is_err() {
+            break;
+        }
+    }
+
+    tracing::info!("stopping: finishing in-flight records");
+    health.running.store(false, Ordering::Relaxed);
+    drop(workers);
+    let grace = args.grace();
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        shared.stopping.store(true, Ordering::Relaxed);
+        tracing::warn!(
+            ?grace,
+            "grace period over; unfinished records will be redelivered"
+        );
+        tasks.abort_all();
+    }
+    lag_task.abort();
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit (nothing to commit is fine)");
+    }
+    tracing::info!("stage stopped");
+    Ok(())
+}
+
+async fn worker<P: Processor>(shared: Arc<Shared<P>>, mut rx: mpsc::Receiver<OwnedMessage>) {
+    while let Some(msg) = rx.recv().await {
+        if shared.health.breaker_open.load(Ordering::Relaxed)
+            || shared.stopping.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let start = Instant::now();
+        let Some(dead) = handle(&shared, &msg).await else {
+            return; // shutting down mid-record: leave it for redelivery
+        };
+        if let Err(e) = shared
+            .consumer
+            .store_offset(msg.topic(), msg.partition(), msg.offset())
+        {
+            // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
+            tracing::debug!(error = %e, topic = msg.topic(), partition = msg.partition(), "offset not stored");
+        }
+        shared
+            .metrics
+            .processing_seconds
+            .observe(start.elapsed().as_secs_f64());
+        let open = shared
+            .breaker
+            .lock()
+            .map(|mut b| b.record(dead))
+            .unwrap_or(false);
+        if open && !shared.health.breaker_open.swap(true, Ordering::Relaxed) {
+            shared.metrics.breaker_open.set(1);
+            tracing::error!(
+                threshold = shared.args.dlq_breaker_threshold,
+                window = shared.args.dlq_breaker_window,
+                "DLQ circuit breaker open: too many records dead-lettered; the stage stopped consuming"
+            );
+        }
+    }
+}
+
+fn backoff(args: &RuntimeArgs, attempt: u32) -> Duration {
+    let base = args.retry_backoff_ms.saturating_mul(1 << attempt.min(10));
+    let capped = base.min(30_000);
+    let jitter = rand::random_range(0..=capped / 2 + 1);
+    Duration::from_millis(capped / 2 + jitter)
+}
+
+/// Handle one record to completion. `Some(dead_lettered)` when its offset may be stored;
+/// `None` when the stage is stopping before the record was finished.
+async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<bool> {
+    let group = P::GROUP.name();
+    let l = labels(group, msg.topic());
+    let bytes = msg.payload().unwrap_or_default();
+    let Some(topic) = Topic::from_name(msg.topic()) else {
+        let f = failure(
+            "RUNTIME_UNKNOWN_TOPIC",
+            format!("{} is not in topic-config.yaml", msg.topic()),
+            1,
+            Timestamp::now(),
+        );
+        return dead_letter(shared, msg, f).await.then_some(true);
+    };
+    let first = Timestamp::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let input = match P::Input::decode(&shared.codec, topic, bytes).await {
+            Ok(i) => i,
+            Err(e) if e.retryable() => {
+                // The registry is down and the schema is not cached: wait, never drop.
+                tracing::warn!(error = %e, attempt, "waiting for the schema registry");
+                if !pause(shared, attempt).await {
+                    return None;
+                }
+                continue;
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .failed
+                    .get_or_create(&with_code(&l, e.code()))
+                    .inc();
+                let f = failure(e.code(), e.to_string(), attempt, first);
+                return dead_letter(shared, msg, f).await.then_some(true);
+            }
+        };
+        let meta = input.metadata().clone();
+        let span = tracing::info_span!("event", event_id = %meta.event_id, correlation_id = %meta.correlation_id, org_id = meta.org_id);
+        let _guard = span.enter();
+        match shared.dedupe.seen(meta.event_id).await {
+            Ok(true) => {
+                shared.metrics.deduplicated.get_or_create(&l).inc();
+                return Some(false);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                shared.metrics.dedupe_unavailable.inc();
+                tracing::warn!(error = %e, "dedupe store unavailable; processing at-least-once");
+            }
+        }
+        let mut out = Outputs::new(&shared.codec, &meta, &shared.source);
+        match shared.processor.process(input, &mut out).await {
+            Ok(()) => {
+                if !produce_all(shared, out.into_records()).await {
+                    return None;
+                }
+                if let Err(e) = shared.dedupe.mark(meta.event_id).await {
+                    shared.metrics.dedupe_unavailable.inc();
+                    tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
+                }
+                shared.metrics.processed.get_or_create(&l).inc();
+                return Some(false);
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .failed
+                    .get_or_create(&with_code(&l, e.code))
+                    .inc();
+                if e.retryable && attempt < shared.args.retry_attempts {
+                    shared.metrics.retried.get_or_create(&l).inc();
+                    tracing::warn!(code = e.code, error = %e.message, attempt, "retrying");
+                    if !pause(shared, attempt).await {
+                        return None;
+                    }
+                    continue;
+                }
+                let f = failure(e.code, e.message, attempt, first);
+                return dead_letter(shared, msg, f).await.then_some(true);
+            }
+        }
+    }
+}
+
+fn with_code(l: &Labels, code: &str) -> Labels {
+    let mut l = l.clone();
+    l.push(("code", code.to_owned()));
+    l
+}
+
+fn failure(code: &str, message: impl Into<String>, attempts: u32, first: Timestamp) -> Failure {
+    Failure {
+        code: code.to_owned(),
+        message: message.into(),
+        attempts,
+        first: first.to_string(),
+        last: Timestamp::now().to_string(),
+    }
+}
+
+/// Sleep the retry backoff; false when the stage is stopping.
+async fn pause<P: Processor>(shared: &Shared<P>, attempt: u32) -> bool {
+    tokio::time::sleep(backoff(&shared.args, attempt)).await;
+    !shared.stopping.load(Ordering::Relaxed)
+}
+
+fn owned_headers(headers: &[(&'static str, String)]) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    })
+}
+
+/// Produce records and wait for every acknowledgement, retrying failed sends until they are
+/// acknowledged; false only when the stage is stopping.
+async fn produce_all<P: Processor>(shared: &Shared<P>, records: Vec<OutRecord>) -> bool {
+    let mut pending: Vec<OutRecord> = records;
+    let mut attempt = 0;
+    while !pending.is_empty() {
+        attempt += 1;
+        let sends = pending.iter().map(|r| {
+            let headers = owned_headers(&r.headers);
+            shared.producer.send(
+                FutureRecord::to(r.topic)
+                    .partition(r.partition)
+                    .key(&r.key)
+                    .payload(&r.value)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+        });
+        let results = futures::future::join_all(sends).await;
+        let failed: Vec<OutRecord> = pending
+            .into_iter()
+            .zip(results)
+            .filter_map(|(r, res)| match res {
+                Ok(_) => None,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, topic = r.topic, "produce failed; retrying");
+                    Some(r)
+                }
+            })
+            .collect();
+        pending = failed;
+        if !pending.is_empty() && !pause(shared, attempt).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Send the original record to `{topic}.dlq`; true once acknowledged.
+async fn dead_letter<P: Processor>(
+    shared: &Shared<P>,
+    msg: &OwnedMessage,
+    failure: Failure,
+) -> bool {
+    let group = P::GROUP.name();
+    let dlq = topics::TopicConfig::embedded().dlq_name(msg.topic());
+    let timestamp = msg.timestamp().to_millis();
+    let headers = dlq_headers(
+        &failure,
+        group,
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        timestamp,
+    );
+    tracing::warn!(code = %failure.code, error = %failure.message, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-lettering record");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut record = FutureRecord::<[u8], [u8]>::to(&dlq)
+            .partition(msg.partition())
+            .headers(owned_headers(&headers));
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = msg.payload() {
+            record = record.payload(v);
+        }
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
+        match shared.producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => {
+                let l = with_code(&labels(group, msg.topic()), &failure.code);
+                shared.metrics.dead_lettered.get_or_create(&l).inc();
+                return true;
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, dlq, "DLQ produce failed; retrying");
+                if !pause(shared, attempt).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Every 5 s: high watermark minus position per assigned partition.
+async fn track_lag(
+    consumer: std::sync::Weak<Consumer_>,
+    metrics: Arc<Metrics>,
+    group: &'static str,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Some(c) = consumer.upgrade() else { return };
+        let lags = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = c.position() else {
+                return Vec::new();
+            };
+            positions
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let (_, high) = c
+                        .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                        .ok()?;
+                    let pos = match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => return None,
+                    };
+                    Some((e.topic().to_owned(), e.partition(), (high - pos).max(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (topic, partition, lag) in lags {
+            let l = vec![
+                ("group", group.to_owned()),
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+            ];
+            metrics.lag.get_or_create(&l).set(lag);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_above_the_threshold_over_a_full_window() {
+        let mut b = Breaker {
+            window: 4,
+            threshold: 0.5,
+            outcomes: VecDeque::new(),
+            dead: 0,
+        };
+        assert!(!b.record(true));
+        assert!(!b.record(true));
+        assert!(!b.record(true), "window not full yet");
+        assert!(b.record(false), "3 of 4 dead > 50 %");
+        let mut b = Breaker {
+            window: 4,
+            threshold: 0.5,
+            outcomes: VecDeque::new(),
+            dead: 0,
+        };
+        for dead in [true, false, true, false, false, true] {
+            assert!(!b.record(dead), "never above 50 %");
+        }
+        let mut off = Breaker {
+            window: 0,
+            threshold: 0.0,
+            outcomes: VecDeque::new(),
+            dead: 0,
+        };
+        assert!(!off.record(true));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let args = RuntimeArgs::for_tests("x");
+        let d1 = backoff(&args, 1);
+        let d5 = backoff(&args, 5);
+        assert!(d1 <= Duration::from_millis(25), "{d1:?}");
+        assert!(d5 >= Duration::from_millis(160), "{d5:?}");
+        assert!(backoff(&args, 40) <= Duration::from_millis(30_001));
+    }
+}

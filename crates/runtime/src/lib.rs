@@ -1,0 +1,148 @@
+//! adpipe's stage runtime: the only crate with Kafka plumbing, so a stage is business logic.
+//!
+//! The processing contract, per record: consume (consumer group per stage, cooperative-sticky,
+//! optional static membership) → decode (Confluent wire format, schemas cached; undecodable
+//! bytes go to the DLQ, never dropped) → skip an `event_id` this stage already processed
+//! (Redis `SET NX EX`, or in memory) → process (order per partition, concurrency across
+//! partitions, bounded queues) → retry retryable errors with exponential backoff and jitter,
+//! dead-letter the rest with the original key and bytes and error headers → produce outputs
+//! keyed by `org_id` with the project partitioner (idempotent producer, acks=all) and wait for
+//! the acknowledgements → mark the `event_id` done → store the offset (auto-committed) →
+//! on SIGTERM finish in-flight records, commit, exit 0.
+//!
+//! A binary's whole `main` is [`run`].
+
+pub mod dedupe;
+pub mod dlq;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod processor;
+pub mod settings;
+pub mod testing;
+
+use std::{sync::Arc, time::Duration};
+
+pub use engine::{Health, Parts, run_stage};
+use envelope::{Codec, RegistryClient, Source};
+pub use processor::{Input, OutRecord, Outputs, ProcessError, Processor};
+pub use settings::RuntimeArgs;
+
+/// The command line of a stage binary: the runtime's settings plus the stage's own.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+struct Cli<A: clap::Args> {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    stage: A,
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = if format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Build the parts of a stage from its settings: registry client and codec with the output
+/// schemas registered, dedupe store, metrics, health and the envelope source.
+pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
+    let url = args
+        .schema_registry_url
+        .clone()
+        .unwrap_or_else(|| topics::TopicConfig::embedded().schema_registry.url.clone());
+    let registry = RegistryClient::new(&url, None, Duration::from_secs(10))?;
+    let codec = Arc::new(Codec::new(registry));
+    for topic in P::outputs() {
+        codec
+            .register(topic)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the schema of {topic} at {url}: {e}"))?;
+    }
+    let group = P::GROUP.name();
+    let dedupe = match &args.redis_url {
+        Some(url) => {
+            dedupe::Dedupe::redis(
+                url,
+                format!("adpipe:dedupe:{group}"),
+                Duration::from_secs(args.dedupe_ttl_secs),
+            )
+            .await?
+        }
+        None => dedupe::Dedupe::memory(1_000_000),
+    };
+    let instance = args.instance_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}:{}", host.trim(), std::process::id())
+    });
+    Ok(Parts {
+        codec,
+        metrics: Arc::new(metrics::Metrics::default()),
+        health: Arc::new(Health::default()),
+        dedupe,
+        source: Source {
+            service: group.to_owned(),
+            instance,
+        },
+    })
+}
+
+/// A stage binary's whole `main`: parse flags (runtime's and the stage's `A`), start logging,
+/// build the processor with `build`, serve /metrics, /healthz and /readyz, run until SIGTERM
+/// or SIGINT, exit 0; on error print `<bin>: fatal: …` and exit 1.
+pub fn run<P, A>(build: impl FnOnce(A) -> anyhow::Result<P>)
+where
+    P: Processor,
+    A: clap::Args + std::fmt::Debug,
+{
+    use clap::Parser as _;
+    let cli = Cli::<A>::parse();
+    init_tracing(&cli.runtime.log_format);
+    let bin = std::env::args().next().unwrap_or_default();
+    let bin = bin.rsplit('/').next().unwrap_or("stage").to_owned();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async move {
+                let processor = build(cli.stage)?;
+                let parts = parts::<P>(&cli.runtime).await?;
+                let addr = http::serve(
+                    &cli.runtime.metrics_listen,
+                    parts.metrics.clone(),
+                    parts.health.clone(),
+                )
+                .await?;
+                tracing::info!(%addr, "metrics, healthz and readyz");
+                run_stage(processor, parts, cli.runtime, shutdown_signal()).await
+            })
+        });
+    if let Err(err) = result {
+        eprintln!("{bin}: fatal: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,127 @@
+//! The runtime's Prometheus metrics. Every metric name of a stage is defined here.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Events processed successfully, by stage and topic (`adpipe_events_processed_total`).
+pub const PROCESSED: &str = "adpipe_events_processed";
+/// Events that failed (before retry or DLQ), by stage, topic and error code.
+pub const FAILED: &str = "adpipe_events_failed";
+/// Retries of retryable errors.
+pub const RETRIED: &str = "adpipe_events_retried";
+/// Records sent to a DLQ, by stage, topic and error code.
+pub const DEAD_LETTERED: &str = "adpipe_events_dead_lettered";
+/// Events skipped because their event_id was already processed.
+pub const DEDUPLICATED: &str = "adpipe_events_deduplicated";
+/// Dedupe store failures (processing continued at-least-once).
+pub const DEDUPE_UNAVAILABLE: &str = "adpipe_dedupe_unavailable";
+/// Seconds from record arrival to offset stored.
+pub const PROCESSING_SECONDS: &str = "adpipe_processing_seconds";
+/// Records read, by topic (`rate()` gives the spec's messages in per second).
+pub const MESSAGES_IN: &str = "kafka_messages_in";
+/// Bytes read, by topic (`rate()` gives bytes in per second).
+pub const BYTES_IN: &str = "kafka_bytes_in";
+/// High watermark minus the stage's position, by topic and partition.
+pub const CONSUMER_LAG: &str = "kafka_consumer_lag";
+/// 1 while the DLQ circuit breaker holds the stage stopped.
+pub const BREAKER_OPEN: &str = "adpipe_dlq_breaker_open";
+
+/// `[("stage", …), ("topic", …)]` and friends.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// All runtime metrics of one stage.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// See [`PROCESSED`].
+    pub processed: Family<Labels, Counter>,
+    /// See [`FAILED`].
+    pub failed: Family<Labels, Counter>,
+    /// See [`RETRIED`].
+    pub retried: Family<Labels, Counter>,
+    /// See [`DEAD_LETTERED`].
+    pub dead_lettered: Family<Labels, Counter>,
+    /// See [`DEDUPLICATED`].
+    pub deduplicated: Family<Labels, Counter>,
+    /// See [`DEDUPE_UNAVAILABLE`].
+    pub dedupe_unavailable: Counter,
+    /// See [`PROCESSING_SECONDS`].
+    pub processing_seconds: Histogram,
+    /// See [`MESSAGES_IN`].
+    pub messages_in: Family<Labels, Counter>,
+    /// See [`BYTES_IN`].
+    pub bytes_in: Family<Labels, Counter>,
+    /// See [`CONSUMER_LAG`].
+    pub lag: Family<Labels, Gauge>,
+    /// See [`BREAKER_OPEN`].
+    pub breaker_open: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            processed: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            deduplicated: Family::default(),
+            dedupe_unavailable: Counter::default(),
+            processing_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            messages_in: Family::default(),
+            bytes_in: Family::default(),
+            lag: Family::default(),
+            breaker_open: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(PROCESSED, "Events processed", m.processed.clone());
+        registry.register(FAILED, "Events that failed", m.failed.clone());
+        registry.register(RETRIED, "Retries of retryable errors", m.retried.clone());
+        registry.register(
+            DEAD_LETTERED,
+            "Records sent to a DLQ",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            DEDUPLICATED,
+            "Events skipped as already processed",
+            m.deduplicated.clone(),
+        );
+        registry.register(
+            DEDUPE_UNAVAILABLE,
+            "Dedupe store failures",
+            m.dedupe_unavailable.clone(),
+        );
+        registry.register(
+            PROCESSING_SECONDS,
+            "Arrival to offset stored",
+            m.processing_seconds.clone(),
+        );
+        registry.register(MESSAGES_IN, "Records read", m.messages_in.clone());
+        registry.register(BYTES_IN, "Bytes read", m.bytes_in.clone());
+        registry.register(CONSUMER_LAG, "High watermark minus position", m.lag.clone());
+        registry.register(
+            BREAKER_OPEN,
+            "DLQ circuit breaker open",
+            m.breaker_open.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

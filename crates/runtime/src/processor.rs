@@ -1,0 +1,209 @@
+//! The contract between a stage and the runtime: a [`Processor`] maps one input event to zero
+//! or more output events (collected in [`Outputs`]) or to a [`ProcessError`] that says whether
+//! a retry can help.
+
+use std::future::Future;
+
+use envelope::{Codec, DecodeError, Event, EventMetadata, Id, Payload, Source};
+use topics::{ConsumerGroup, Topic, partition_for};
+
+/// Why a stage could not process an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProcessError {
+    /// Stable code, written to the DLQ header `dlq.error.code`.
+    pub code: &'static str,
+    /// What went wrong, for people (never PII).
+    pub message: String,
+    /// Whether retrying the same event later can succeed.
+    pub retryable: bool,
+}
+
+impl ProcessError {
+    /// An error that retrying cannot fix: the event goes to the DLQ at once.
+    pub fn permanent(code: &'static str, message: impl Into<String>) -> ProcessError {
+        ProcessError {
+            code,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// An error that may pass (a store or service down): retried with backoff, then DLQ.
+    pub fn retryable(code: &'static str, message: impl Into<String>) -> ProcessError {
+        ProcessError {
+            code,
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<DecodeError> for ProcessError {
+    fn from(e: DecodeError) -> Self {
+        ProcessError {
+            code: e.code(),
+            message: e.to_string(),
+            retryable: e.retryable(),
+        }
+    }
+}
+
+/// What a stage consumes: one event type (`Event<P>`), or an enum over several topics.
+pub trait Input: Sized + Send + 'static {
+    /// The topics this input is read from.
+    fn topics() -> Vec<Topic>;
+
+    /// Decode a record of `topic`.
+    fn decode(
+        codec: &Codec,
+        topic: Topic,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<Self, DecodeError>> + Send;
+
+    /// The envelope of the decoded event.
+    fn metadata(&self) -> &EventMetadata;
+}
+
+impl<P: Payload> Input for Event<P> {
+    fn topics() -> Vec<Topic> {
+        vec![P::TOPIC]
+    }
+
+    async fn decode(codec: &Codec, _topic: Topic, bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec.decode::<P>(bytes).await
+    }
+
+    fn metadata(&self) -> &EventMetadata {
+        &self.metadata
+    }
+}
+
+/// A stage: business logic only. The runtime does the rest.
+pub trait Processor: Send + Sync + 'static {
+    /// What the stage consumes.
+    type Input: Input;
+
+    /// The consumer group (from topic-config.yaml).
+    const GROUP: ConsumerGroup;
+
+    /// Topics the stage produces (their schemas are registered at start).
+    fn outputs() -> Vec<Topic>;
+
+    /// Process one event; emit outputs into `out`. Called in order per partition.
+    fn process(
+        &self,
+        input: Self::Input,
+        out: &mut Outputs<'_>,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+}
+
+/// The id of the `index`-th output of the input `cause`: a UUID v5 of both, so processing the
+/// same input again (a redelivery after a crash) yields the same output ids, which consumers
+/// downstream deduplicate.
+pub fn derived_id(cause: Id, index: usize) -> Id {
+    let mut name = [0u8; 24];
+    name[..16].copy_from_slice(cause.0.as_bytes());
+    name[16..].copy_from_slice(&(index as u64).to_be_bytes());
+    Id(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &name))
+}
+
+/// A W3C `traceparent` for an event that arrived without one: the trace id is the
+/// correlation id (so one report pull is one trace), the span id comes from the event id.
+pub fn traceparent(m: &EventMetadata) -> String {
+    let trace = m.correlation_id.0.simple().to_string();
+    let span: String = m
+        .event_id
+        .0
+        .simple()
+        .to_string()
+        .chars()
+        .rev()
+        .take(16)
+        .collect();
+    format!("00-{trace}-{span}-01")
+}
+
+/// One record ready to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Topic name.
+    pub topic: &'static str,
+    /// Partition from the project partitioner.
+    pub partition: i32,
+    /// Record key: the org id (or pipeline id) as text.
+    pub key: String,
+    /// Confluent-framed Avro value.
+    pub value: Vec<u8>,
+    /// Headers: CloudEvents attributes and the correlation id.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The outputs of processing one input event: each emitted event is caused by the input
+/// (same org, correlation id and trace), encoded at once, and partitioned by its key.
+#[derive(Debug)]
+pub struct Outputs<'a> {
+    codec: &'a Codec,
+    cause: &'a EventMetadata,
+    source: &'a Source,
+    records: Vec<OutRecord>,
+}
+
+impl<'a> Outputs<'a> {
+    /// Outputs of an event with envelope `cause`, produced by `source`.
+    pub fn new(codec: &'a Codec, cause: &'a EventMetadata, source: &'a Source) -> Outputs<'a> {
+        Outputs {
+            codec,
+            cause,
+            source,
+            records: Vec::new(),
+        }
+    }
+
+    /// Emit `payload` as a new event caused by the input.
+    pub fn emit<P: Payload>(&mut self, payload: P) -> Result<(), ProcessError> {
+        let mut event = Event::caused_by(self.cause, self.source.clone(), payload);
+        event.metadata.event_id = derived_id(self.cause.event_id, self.records.len());
+        if event.metadata.traceparent.is_none() {
+            event.metadata.traceparent = Some(traceparent(&event.metadata));
+        }
+        self.emit_event(&event)
+    }
+
+    /// Emit a fully built event (its envelope is kept as is).
+    pub fn emit_event<P: Payload>(&mut self, event: &Event<P>) -> Result<(), ProcessError> {
+        let value = self.codec.encode(event).map_err(|e| ProcessError {
+            code: e.code(),
+            message: e.to_string(),
+            retryable: e.retryable(),
+        })?;
+        let m = &event.metadata;
+        let partition = partition_for(event.partition_key(), P::TOPIC.spec().partitions);
+        self.records.push(OutRecord {
+            topic: P::TOPIC.name(),
+            partition,
+            key: event.record_key(),
+            value,
+            headers: vec![
+                ("ce_specversion", "1.0".to_owned()),
+                ("ce_id", m.event_id.to_string()),
+                ("ce_type", m.event_type.clone()),
+                ("ce_source", m.source.service.clone()),
+                ("ce_time", m.timestamp.to_string()),
+                ("correlation_id", m.correlation_id.to_string()),
+                ("traceparent", m.traceparent.clone().unwrap_or_default()),
+            ],
+        });
+        Ok(())
+    }
+
+    /// The records emitted so far.
+    pub fn records(&self) -> &[OutRecord] {
+        &self.records
+    }
+
+    /// Take the records.
+    pub fn into_records(self) -> Vec<OutRecord> {
+        self.records
+    }
+}

@@ -1,0 +1,461 @@
+//! The runtime against a real Tansu broker: exact outputs and committed offsets, failures and
+//! malformed records dead-lettered with their headers while the stage keeps going, and a stage
+//! killed mid-run and restarted without loss and without doubled outputs.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use envelope::{
+    Codec, Event, Id, Source,
+    payload::{
+        audit::{AuditCategory, AuditEvent, Outcome},
+        common::{Actor, ActorType, EntityRef, EntityType},
+        config::{ConfigChange, ConfigItem, ConfigOp, OrgSettings},
+    },
+};
+use rdkafka::{
+    Message,
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+    producer::{FutureProducer, FutureRecord},
+};
+use runtime::{
+    Outputs, Parts, ProcessError, Processor, RuntimeArgs, dedupe::Dedupe, engine::Health,
+    metrics::Metrics,
+};
+use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets, wait_until};
+use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
+
+/// Mirrors each config change as an audit event. Keys starting with `fail/` are refused
+/// permanently; keys starting with `flaky/` fail once with a retryable error.
+#[derive(Default)]
+struct Mirror {
+    flaky: Mutex<HashSet<String>>,
+}
+
+impl Processor for Mirror {
+    type Input = Event<ConfigChange>;
+    const GROUP: ConsumerGroup = ConsumerGroup::GoldProcessor;
+
+    fn outputs() -> Vec<Topic> {
+        vec![Topic::AuditEvents]
+    }
+
+    async fn process(
+        &self,
+        input: Event<ConfigChange>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        let key = input.payload.key.clone();
+        if key.starts_with("fail/") {
+            return Err(ProcessError::permanent(
+                "TEST_REFUSED",
+                format!("refused {key}"),
+            ));
+        }
+        if key.starts_with("flaky/") && self.flaky.lock().expect("lock").insert(key.clone()) {
+            return Err(ProcessError::retryable("TEST_FLAKY", "try again"));
+        }
+        out.emit(AuditEvent {
+            action: "config.mirrored".into(),
+            category: AuditCategory::Config,
+            actor: input.payload.actor.clone(),
+            entity: EntityRef {
+                entity_type: EntityType::Other,
+                entity_id: key,
+                name: None,
+            },
+            outcome: Outcome::Success,
+            occurred_at: input.metadata.timestamp,
+            reason: None,
+            before: None,
+            after: None,
+            details: Default::default(),
+        })
+    }
+}
+
+fn change(org: i64, key: &str) -> Event<ConfigChange> {
+    Event::new(
+        org,
+        Source {
+            service: "test".into(),
+            instance: "t".into(),
+        },
+        ConfigChange {
+            key: key.into(),
+            version: 1,
+            op: ConfigOp::Upsert,
+            actor: Actor {
+                actor_type: ActorType::User,
+                actor_id: "u1".into(),
+                display_name: None,
+            },
+            reason: None,
+            change: ConfigItem::OrgSettings(OrgSettings {
+                name: None,
+                timezone: "UTC".into(),
+                currency: "EUR".into(),
+                freshness_days: 7,
+            }),
+        },
+    )
+}
+
+async fn setup() -> (Broker, Arc<Codec>) {
+    let broker = Broker::start_memory().expect("broker");
+    create_topics(
+        &broker.bootstrap(),
+        &[
+            ("config.changes", 6),
+            ("config.changes.dlq", 6),
+            ("audit.events", 6),
+        ],
+    )
+    .await
+    .expect("topics");
+    (broker, Arc::new(Codec::offline()))
+}
+
+async fn produce(bootstrap: &str, records: &[(i32, String, Vec<u8>)]) {
+    let producer: FutureProducer = client_config(bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for (partition, key, value) in records {
+        producer
+            .send(
+                FutureRecord::to("config.changes")
+                    .partition(*partition)
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+}
+
+fn encoded(codec: &Codec, events: &[Event<ConfigChange>]) -> Vec<(i32, String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                partition_for(PartitionKey::Org(e.metadata.org_id), 6),
+                e.record_key(),
+                codec.encode(e).expect("encode"),
+            )
+        })
+        .collect()
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    metrics: Arc<Metrics>,
+}
+
+fn start(bootstrap: &str, codec: Arc<Codec>, dedupe: Dedupe) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = Arc::new(Metrics::default());
+    let parts = Parts {
+        codec,
+        metrics: metrics.clone(),
+        health: Arc::new(Health::default()),
+        dedupe,
+        source: Source {
+            service: "gold-processor".into(),
+            instance: "test".into(),
+        },
+    };
+    let task = tokio::spawn(runtime::run_stage(
+        Mirror::default(),
+        parts,
+        RuntimeArgs::for_tests(bootstrap),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Running {
+        stop,
+        task,
+        metrics,
+    }
+}
+
+/// Every record of `topic` (all partitions), read from the start with a plain consumer.
+fn read_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", format!("reader-{}", Id::new()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    let h = m.headers()?;
+    h.iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+fn sum(v: &[i64]) -> i64 {
+    v.iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_dlq_and_offsets() {
+    let (broker, codec) = setup().await;
+    let b = broker.bootstrap();
+    let mut events: Vec<Event<ConfigChange>> = (0..120)
+        .map(|i| change(i % 17 + 1, &format!("org/{i}")))
+        .collect();
+    events.extend((0..6).map(|i| change(i + 1, &format!("fail/{i}"))));
+    events.extend((0..4).map(|i| change(i + 1, &format!("flaky/{i}"))));
+    let mut records = encoded(&codec, &events);
+    let valid = codec.encode(&events[0]).expect("encode");
+    let malformed: Vec<(i32, String, Vec<u8>, &str)> = vec![
+        (
+            0,
+            "1".into(),
+            b"garbage bytes".to_vec(),
+            "DECODE_WRONG_MAGIC_BYTE",
+        ),
+        (1, "2".into(), vec![0, 0, 0], "DECODE_SHORT_BUFFER"),
+        (
+            2,
+            "3".into(),
+            vec![0, 0, 0, 0x7f, 0x7f, 1, 2, 3],
+            "DECODE_UNKNOWN_SCHEMA_ID",
+        ),
+        (
+            3,
+            "4".into(),
+            valid[..valid.len() - 4].to_vec(),
+            "DECODE_MALFORMED_BODY",
+        ),
+    ];
+    records.extend(
+        malformed
+            .iter()
+            .map(|(p, k, v, _)| (*p, k.clone(), v.clone())),
+    );
+    produce(&b, &records).await;
+
+    let stage = start(&b, codec.clone(), Dedupe::memory(10_000));
+    let want_out = 120 + 4;
+    let want_dlq = 6 + malformed.len() as i64;
+    wait_until(
+        Duration::from_secs(90),
+        "all outputs and dead letters",
+        || {
+            let ok = end_offsets(&b, "audit.events", 6).map(|e| sum(&e)).ok() == Some(want_out)
+                && end_offsets(&b, "config.changes.dlq", 6)
+                    .map(|e| sum(&e))
+                    .ok()
+                    == Some(want_dlq);
+            async move { ok }
+        },
+    )
+    .await
+    .expect("outputs");
+    let _ = stage.stop.send(());
+    stage.task.await.expect("join").expect("clean stop");
+
+    // Every input offset was committed after its outputs.
+    let ends = end_offsets(&b, "config.changes", 6).expect("ends");
+    assert_eq!(
+        committed_offsets(&b, "gold-processor", "config.changes", 6).expect("committed"),
+        ends
+    );
+
+    // Exactly one audit event per good input, caused by it, on the org's partition.
+    let outputs = read_all(&b, "audit.events", want_out as usize);
+    assert_eq!(outputs.len(), want_out as usize);
+    let by_cause: HashMap<Id, usize> = outputs.iter().fold(HashMap::new(), |mut m, r| {
+        let e: Event<AuditEvent> = codec
+            .decode_known(r.payload().expect("value"))
+            .expect("output decodes");
+        assert_eq!(
+            r.partition(),
+            partition_for(PartitionKey::Org(e.metadata.org_id), 6)
+        );
+        assert_eq!(header(r, "ce_type").as_deref(), Some("audit.events"));
+        assert!(
+            e.metadata
+                .traceparent
+                .as_deref()
+                .is_some_and(|t| t.starts_with("00-"))
+        );
+        *m.entry(e.metadata.causation_id.expect("causation"))
+            .or_default() += 1;
+        m
+    });
+    for e in events
+        .iter()
+        .filter(|e| !e.payload.key.starts_with("fail/"))
+    {
+        assert_eq!(
+            by_cause.get(&e.metadata.event_id),
+            Some(&1),
+            "{}",
+            e.payload.key
+        );
+    }
+
+    // Dead letters: original bytes and key, with the error headers.
+    let dlq = read_all(&b, "config.changes.dlq", want_dlq as usize);
+    assert_eq!(dlq.len(), want_dlq as usize);
+    for (partition, key, value, code) in &malformed {
+        let d = dlq
+            .iter()
+            .find(|d| d.payload() == Some(value.as_slice()))
+            .unwrap_or_else(|| panic!("{code} record in the DLQ"));
+        assert_eq!(header(d, "dlq.error.code").as_deref(), Some(*code));
+        assert_eq!(d.partition(), *partition);
+        assert_eq!(d.key(), Some(key.as_bytes()));
+        assert_eq!(
+            header(d, "dlq.original.topic").as_deref(),
+            Some("config.changes")
+        );
+        assert_eq!(
+            header(d, "dlq.original.partition"),
+            Some(partition.to_string())
+        );
+        assert!(header(d, "dlq.original.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
+        assert_eq!(header(d, "dlq.stage").as_deref(), Some("gold-processor"));
+        assert!(header(d, "dlq.error.message").is_some_and(|m| !m.is_empty()));
+    }
+    let refused: Vec<_> = dlq
+        .iter()
+        .filter(|d| header(d, "dlq.error.code").as_deref() == Some("TEST_REFUSED"))
+        .collect();
+    assert_eq!(refused.len(), 6);
+    assert!(
+        refused
+            .iter()
+            .all(|d| header(d, "dlq.attempts").as_deref() == Some("1"))
+    );
+    assert!(refused.iter().all(
+        |d| header(d, "dlq.first.failure").is_some() && header(d, "dlq.last.failure").is_some()
+    ));
+
+    let text = stage.metrics.render();
+    assert!(
+        text.contains(
+            "adpipe_events_retried_total{stage=\"gold-processor\",topic=\"config.changes\"} 4"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "adpipe_events_processed_total{stage=\"gold-processor\",topic=\"config.changes\"} 124"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing() {
+    let (broker, codec) = setup().await;
+    let b = broker.bootstrap();
+    let events: Vec<Event<ConfigChange>> = (0..400)
+        .map(|i| change(i % 23 + 1, &format!("org/{i}")))
+        .collect();
+    produce(&b, &encoded(&codec, &events)).await;
+    let prefix = format!("adpipe:test:{}", Id::new());
+    let redis = || {
+        Dedupe::redis(
+            "redis://127.0.0.1:6379",
+            prefix.clone(),
+            Duration::from_secs(600),
+        )
+    };
+
+    let first = start(
+        &b,
+        codec.clone(),
+        redis().await.expect("Redis at 127.0.0.1:6379"),
+    );
+    wait_until(Duration::from_secs(60), "some outputs", || {
+        let n = end_offsets(&b, "audit.events", 6)
+            .map(|e| sum(&e))
+            .unwrap_or(0);
+        async move { n >= 50 }
+    })
+    .await
+    .expect("first run made progress");
+    first.task.abort(); // a crash: no draining, no final commit
+    let _ = first.task.await;
+
+    let second = start(&b, codec.clone(), redis().await.expect("Redis"));
+    // (records, distinct causes, distinct output ids) of everything in audit.events now.
+    let mirrored = |b: &str| {
+        let total = end_offsets(b, "audit.events", 6)
+            .map(|e| sum(&e))
+            .unwrap_or(0) as usize;
+        let out: Vec<Event<AuditEvent>> = read_all(b, "audit.events", total)
+            .iter()
+            .filter_map(codec_decode)
+            .collect();
+        let causes: HashSet<Option<Id>> = out.iter().map(|e| e.metadata.causation_id).collect();
+        let ids: HashSet<Id> = out.iter().map(|e| e.metadata.event_id).collect();
+        (out.len(), causes.len(), ids.len())
+    };
+    wait_until(Duration::from_secs(90), "every input mirrored", || {
+        let (_, causes, _) = mirrored(&b);
+        async move { causes == 400 }
+    })
+    .await
+    .expect("second run finished");
+    let _ = second.stop.send(());
+    second.task.await.expect("join").expect("clean stop");
+
+    let (records, causes, ids) = mirrored(&b);
+    assert_eq!(causes, 400, "no input lost");
+    // A redelivered input yields outputs with the same event ids: distinct ids == inputs.
+    assert_eq!(
+        ids, 400,
+        "one distinct output per input ({records} records)"
+    );
+    let ends = end_offsets(&b, "config.changes", 6).expect("ends");
+    assert_eq!(
+        committed_offsets(&b, "gold-processor", "config.changes", 6).expect("committed"),
+        ends
+    );
+}
+
+fn codec_decode(r: &rdkafka::message::OwnedMessage) -> Option<Event<AuditEvent>> {
+    Codec::offline().decode_known(r.payload()?).ok()
+}
+
+#[test]
+fn derived_ids_are_stable_and_distinct() {
+    let a = Id::new();
+    assert_eq!(
+        runtime::processor::derived_id(a, 0),
+        runtime::processor::derived_id(a, 0)
+    );
+    assert_ne!(
+        runtime::processor::derived_id(a, 0),
+        runtime::processor::derived_id(a, 1)
+    );
+    assert_ne!(
+        runtime::processor::derived_id(a, 0),
+        runtime::processor::derived_id(Id::new(), 0)
+    );
+}
