@@ -1,0 +1,314 @@
+//! The runtime under faults: the DLQ circuit breaker stops a stage that dead-letters
+//! everything, a Redis outage degrades to at-least-once without stalling, and the in-memory
+//! test kit runs a processor without Kafka.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use envelope::{
+    Codec, Event, Source,
+    payload::{
+        audit::AuditEvent,
+        common::{Actor, ActorType},
+        config::{ConfigChange, ConfigItem, ConfigOp, OrgSettings},
+    },
+};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use runtime::{
+    Outputs, Parts, ProcessError, Processor, RuntimeArgs, dedupe::Dedupe, engine::Health,
+    metrics::Metrics,
+};
+use testkit::{Broker, client_config, create_topics, end_offsets, free_port, wait_until};
+use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
+
+/// Refuses every event.
+struct Refuser;
+
+impl Processor for Refuser {
+    type Input = Event<ConfigChange>;
+    const GROUP: ConsumerGroup = ConsumerGroup::RuleEvaluator;
+    fn outputs() -> Vec<Topic> {
+        Vec::new()
+    }
+    async fn process(
+        &self,
+        _: Event<ConfigChange>,
+        _: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        Err(ProcessError::permanent(
+            "TEST_BAD_DEPLOY",
+            "this build rejects everything",
+        ))
+    }
+}
+
+/// Emits one audit event per change (the same shape as in tests/stage.rs, kept minimal).
+struct Echo;
+
+impl Processor for Echo {
+    type Input = Event<ConfigChange>;
+    const GROUP: ConsumerGroup = ConsumerGroup::NotificationSender;
+    fn outputs() -> Vec<Topic> {
+        vec![Topic::AuditEvents]
+    }
+    async fn process(
+        &self,
+        input: Event<ConfigChange>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        out.emit(AuditEvent {
+            action: "config.seen".into(),
+            category: envelope::payload::audit::AuditCategory::Config,
+            actor: input.payload.actor.clone(),
+            entity: envelope::payload::common::EntityRef {
+                entity_type: envelope::payload::common::EntityType::Other,
+                entity_id: input.payload.key.clone(),
+                name: None,
+            },
+            outcome: envelope::payload::audit::Outcome::Success,
+            occurred_at: input.metadata.timestamp,
+            reason: None,
+            before: None,
+            after: None,
+            details: Default::default(),
+        })
+    }
+}
+
+fn change(org: i64, i: usize) -> Event<ConfigChange> {
+    Event::new(
+        org,
+        Source {
+            service: "t".into(),
+            instance: "t".into(),
+        },
+        ConfigChange {
+            key: format!("k/{i}"),
+            version: 1,
+            op: ConfigOp::Upsert,
+            actor: Actor {
+                actor_type: ActorType::Service,
+                actor_id: "t".into(),
+                display_name: None,
+            },
+            reason: None,
+            change: ConfigItem::OrgSettings(OrgSettings {
+                name: None,
+                timezone: "UTC".into(),
+                currency: "USD".into(),
+                freshness_days: 3,
+            }),
+        },
+    )
+}
+
+async fn produce_changes(b: &str, codec: &Codec, range: std::ops::Range<usize>) {
+    let producer: FutureProducer = client_config(b)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for i in range {
+        let e = change((i % 9 + 1) as i64, i);
+        let value = codec.encode(&e).expect("encode");
+        let p = partition_for(PartitionKey::Org(e.metadata.org_id), 6);
+        producer
+            .send(
+                FutureRecord::to("config.changes")
+                    .partition(p)
+                    .key(&e.record_key())
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+}
+
+fn parts(codec: Arc<Codec>, dedupe: Dedupe) -> (Parts, Arc<Metrics>, Arc<Health>) {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let parts = Parts {
+        codec,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        dedupe,
+        source: Source {
+            service: "test".into(),
+            instance: "t".into(),
+        },
+    };
+    (parts, metrics, health)
+}
+
+fn sum(v: &[i64]) -> i64 {
+    v.iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dlq_breaker_stops_a_bad_deploy() {
+    let broker = Broker::start_memory().expect("broker");
+    let b = broker.bootstrap();
+    create_topics(&b, &[("config.changes", 6), ("config.changes.dlq", 6)])
+        .await
+        .expect("topics");
+    let codec = Arc::new(Codec::offline());
+    produce_changes(&b, &codec, 0..200).await;
+
+    let mut args = RuntimeArgs::for_tests(&b);
+    args.dlq_breaker_window = 20;
+    args.dlq_breaker_threshold = 0.5;
+    let (parts, metrics, health) = parts(codec, Dedupe::memory(1000));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime::run_stage(Refuser, parts, args, async move {
+        let _ = stopped.await;
+    }));
+    let h = health.clone();
+    wait_until(Duration::from_secs(60), "the breaker to open", || {
+        let open = h.breaker_open.load(std::sync::atomic::Ordering::Relaxed);
+        async move { open }
+    })
+    .await
+    .expect("breaker");
+    assert!(!health.ready(), "an open breaker makes the stage not ready");
+    assert!(metrics.render().contains("adpipe_dlq_breaker_open 1"));
+    let _ = stop.send(());
+    task.await.expect("join").expect("clean stop");
+    let dead = sum(&end_offsets(&b, "config.changes.dlq", 6).expect("dlq"));
+    assert!(
+        (20..200).contains(&dead),
+        "stopped after about a window, not the whole topic: {dead}"
+    );
+}
+
+/// A real redis-server on a free port, killed on drop.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port().expect("port");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_degrades_to_at_least_once() {
+    let broker = Broker::start_memory().expect("broker");
+    let b = broker.bootstrap();
+    create_topics(
+        &b,
+        &[
+            ("config.changes", 6),
+            ("config.changes.dlq", 6),
+            ("audit.events", 6),
+        ],
+    )
+    .await
+    .expect("topics");
+    let codec = Arc::new(Codec::offline());
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let mut dedupe = None;
+    wait_until(
+        Duration::from_secs(10),
+        "redis-server to accept connections",
+        || {
+            let url = url.clone();
+            let ok = std::net::TcpStream::connect(("127.0.0.1", redis.1)).is_ok();
+            async move { ok && !url.is_empty() }
+        },
+    )
+    .await
+    .expect("redis up");
+    for _ in 0..20 {
+        if let Ok(d) = Dedupe::redis(&url, "adpipe:outage".into(), Duration::from_secs(60)).await {
+            dedupe = Some(d);
+            break;
+        }
+    }
+    let (parts, metrics, _) = parts(codec.clone(), dedupe.expect("dedupe on the test's redis"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime::run_stage(
+        Echo,
+        parts,
+        RuntimeArgs::for_tests(&b),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    produce_changes(&b, &codec, 0..50).await;
+    wait_until(Duration::from_secs(60), "first outputs", || {
+        let n = end_offsets(&b, "audit.events", 6)
+            .map(|e| sum(&e))
+            .unwrap_or(0);
+        async move { n >= 50 }
+    })
+    .await
+    .expect("outputs before the outage");
+
+    drop(redis); // Redis goes away mid-run.
+    produce_changes(&b, &codec, 50..100).await;
+    wait_until(Duration::from_secs(60), "outputs during the outage", || {
+        let n = end_offsets(&b, "audit.events", 6)
+            .map(|e| sum(&e))
+            .unwrap_or(0);
+        async move { n >= 100 }
+    })
+    .await
+    .expect("the stage kept processing without Redis");
+    assert!(
+        metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with("adpipe_dedupe_unavailable_total ") && !l.ends_with(" 0"))
+    );
+    let _ = stop.send(());
+    task.await.expect("join").expect("clean stop");
+}
+
+#[tokio::test]
+async fn the_test_kit_runs_a_processor_in_memory() {
+    let codec = Codec::offline();
+    let input = change(42, 7);
+    let checked = runtime::testing::check(&Echo, &input)
+        .await
+        .expect("processed");
+    let out = checked.events::<AuditEvent>(&codec);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].payload.entity.entity_id, "k/7");
+    assert_eq!(out[0].metadata.org_id, 42);
+    assert_eq!(out[0].metadata.causation_id, Some(input.metadata.event_id));
+    assert_eq!(
+        out[0].metadata.correlation_id,
+        input.metadata.correlation_id
+    );
+    let err = runtime::testing::check(&Refuser, &input)
+        .await
+        .expect_err("refused");
+    assert_eq!((err.code, err.retryable), ("TEST_BAD_DEPLOY", false));
+}
