@@ -34,8 +34,9 @@ use crate::{
     settings::RuntimeArgs,
 };
 
-/// Client settings that work well on Tansu and on Kafka alike (see the README).
-pub const CLIENT_DEFAULTS: &[(&str, &str)] = &[
+/// Consumer settings that work well on Tansu and on Kafka alike (see the README): a new group
+/// member joins in seconds instead of ~23 s on Tansu.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1000"),
     ("topic.metadata.refresh.interval.ms", "5000"),
@@ -129,9 +130,6 @@ fn labels(stage: &str, topic: &str) -> Labels {
 fn client_config(args: &RuntimeArgs) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &args.bootstrap_servers);
-    for (k, v) in CLIENT_DEFAULTS {
-        c.set(*k, *v);
-    }
     c
 }
 
@@ -167,6 +165,9 @@ pub async fn run_stage<P: Processor>(
     } = parts;
     let group = P::GROUP.name();
     let mut cc = client_config(&args);
+    for (k, v) in CONSUMER_DEFAULTS {
+        cc.set(*k, *v);
+    }
     cc.set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

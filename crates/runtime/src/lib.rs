@@ -30,7 +30,6 @@ pub use settings::RuntimeArgs;
 
 /// The command line of a stage binary: the runtime's settings plus the stage's own.
 #[derive(Debug, clap::Parser)]
-#[command(version)]
 struct Cli<A: clap::Args> {
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -110,19 +109,28 @@ pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
     })
 }
 
-/// A stage binary's whole `main`: parse flags (runtime's and the stage's `A`), start logging,
-/// build the processor with `build`, serve /metrics, /healthz and /readyz, run until SIGTERM
-/// or SIGINT, exit 0; on error print `<bin>: fatal: …` and exit 1.
-pub fn run<P, A>(build: impl FnOnce(A) -> anyhow::Result<P>)
+/// A stage binary's whole `main`: parse flags (runtime's and the stage's `A`; `about` is the
+/// one-line description `--help` shows), start logging, build the processor with `build`,
+/// serve /metrics, /healthz and /readyz, run until SIGTERM or SIGINT, exit 0; on error print
+/// `<bin>: fatal: …` and exit 1.
+pub fn run<P, A>(about: &'static str, build: impl FnOnce(A) -> anyhow::Result<P>)
 where
     P: Processor,
     A: clap::Args + std::fmt::Debug,
 {
-    use clap::Parser as _;
-    let cli = Cli::<A>::parse();
-    init_tracing(&cli.runtime.log_format);
+    use clap::{CommandFactory as _, FromArgMatches as _};
     let bin = std::env::args().next().unwrap_or_default();
     let bin = bin.rsplit('/').next().unwrap_or("stage").to_owned();
+    let matches = Cli::<A>::command()
+        .name(&*Box::leak(bin.clone().into_boxed_str()))
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let cli = match Cli::<A>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_tracing(&cli.runtime.log_format);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

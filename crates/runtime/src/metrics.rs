@@ -116,6 +116,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The sum of every sample of the counter `name` (e.g. [`PROCESSED`]) across its labels.
+    pub fn total(&self, name: &str) -> u64 {
+        let prefix = format!("{name}_total");
+        self.render()
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && l[prefix.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// The Prometheus exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
