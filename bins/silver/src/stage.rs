@@ -28,18 +28,25 @@
 //! whatever its score, since silver's dedupe key `(org_id, dsp_type, entity_id, date)` would
 //! be wrong.
 
-use std::{collections::HashSet, str::FromStr};
+use std::{
+    collections::HashSet,
+    str::FromStr,
+    sync::{Mutex, PoisonError},
+};
 
 use chrono::NaiveDate;
 use envelope::{
-    Date, Id, Money,
+    Date, Event, Id, Money,
     payload::{
+        audit::{AuditCategory, AuditEvent, Outcome},
         bronze::CleanedRow,
-        common::{Booking, DspType, EntityRef, EntityType, RowKind},
+        common::{Actor, ActorType, Booking, DspType, EntityRef, EntityType, RowKind},
         silver::{CampaignStatus, ProcessedRow, QualityScore, QualityVerdict},
     },
 };
+use runtime::{Outputs, ProcessError, Processor};
 use rust_decimal::Decimal;
+use topics::{ConsumerGroup, Topic};
 
 /// Largest count or amount silver accepts for one row and day.
 const ABSURD: i64 = 1_000_000_000_000;
@@ -48,15 +55,92 @@ const ABSURD: i64 = 1_000_000_000_000;
 const PLACEHOLDERS: &[&str] = &["n/a", "na", "-", "--", "null", "none", "nil", "#n/a"];
 
 /// Silver's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct SilverRules {
     /// Rows older than this many days lose their timeliness points.
+    #[arg(long, env = "SILVER_FRESHNESS_DAYS", default_value_t = 7)]
     pub freshness_days: i64,
+    /// Dedupe keys remembered to flag corrections (oldest forgotten first).
+    #[arg(long, env = "SILVER_REMEMBERED_KEYS", default_value_t = 1_000_000)]
+    pub remembered_keys: usize,
 }
 
 impl Default for SilverRules {
     fn default() -> Self {
-        SilverRules { freshness_days: 7 }
+        SilverRules {
+            freshness_days: 7,
+            remembered_keys: 1_000_000,
+        }
+    }
+}
+
+/// The silver stage: bronze rows in, typed and scored rows out; quarantined rows are also
+/// audited (`row.quarantined`) so the audit trail explains every row gold will not see.
+#[derive(Debug)]
+pub struct Silver {
+    rules: SilverRules,
+    seen: Mutex<SeenKeys>,
+}
+
+impl Silver {
+    /// A stage with `rules`.
+    pub fn new(rules: SilverRules) -> Silver {
+        Silver {
+            seen: Mutex::new(SeenKeys::new(rules.remembered_keys)),
+            rules,
+        }
+    }
+}
+
+impl Processor for Silver {
+    type Input = Event<CleanedRow>;
+    const GROUP: ConsumerGroup = ConsumerGroup::SilverProcessor;
+
+    fn outputs() -> Vec<Topic> {
+        vec![Topic::SilverDataProcessed, Topic::AuditEvents]
+    }
+
+    async fn process(
+        &self,
+        input: Event<CleanedRow>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        // Timeliness is judged at ingestion, so a replay scores a row the same way.
+        let today = Date(input.payload.ingestion.ingested_at.0.date_naive());
+        let mut row = process_row(&input.payload, input.metadata.event_id, today, &self.rules);
+        row.is_correction = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(row.dedupe_key(input.metadata.org_id));
+        if row.quality.verdict == QualityVerdict::Quarantine {
+            out.emit(AuditEvent {
+                action: "row.quarantined".into(),
+                category: AuditCategory::Data,
+                actor: Actor {
+                    actor_type: ActorType::Service,
+                    actor_id: Self::GROUP.name().into(),
+                    display_name: None,
+                },
+                entity: row.entity.clone(),
+                outcome: Outcome::Success,
+                occurred_at: input.metadata.timestamp,
+                reason: Some(format!(
+                    "quality score {}: {}",
+                    row.quality.score,
+                    row.quality.reasons.join("; ")
+                )),
+                before: None,
+                after: None,
+                details: [
+                    ("request_id".to_owned(), row.request_id.clone()),
+                    ("dsp_type".to_owned(), row.dsp_type.to_string()),
+                    ("date".to_owned(), row.date.to_string()),
+                ]
+                .into(),
+            })?;
+        }
+        out.emit(row)
     }
 }
 
