@@ -42,5 +42,6 @@ unit: ## run every test (cargo nextest when installed, else cargo test)
 		$(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 
-bench: ## benchmarks, each beside a baseline measured in the same run
+bench: test-prereqs ## benchmarks, each beside a baseline measured in the same run
 	$(CARGO) bench -p envelope --bench codec
+	$(CARGO) bench -p runtime --bench throughput

@@ -17,6 +17,7 @@ use std::{
 };
 
 use envelope::{Codec, Source, Timestamp};
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::{
     ClientConfig, Message, Offset,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -212,7 +213,8 @@ pub async fn run_stage<P: Processor>(
     // A weak reference: if this stage is dropped (aborted), the consumer closes and leaves the
     // group instead of lingering as a member that holds partitions.
     let lag_task = tokio::spawn(track_lag(Arc::downgrade(&consumer), metrics.clone(), group));
-    let mut workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    // Per topic: its counters; per partition: the worker's queue (looked up without allocating).
+    let mut workers: HashMap<String, TopicWorkers> = HashMap::new();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -235,16 +237,26 @@ pub async fn run_stage<P: Processor>(
                 continue;
             }
         };
-        let l = labels(group, msg.topic());
-        metrics.messages_in.get_or_create(&l).inc();
-        metrics
-            .bytes_in
-            .get_or_create(&l)
+        if !workers.contains_key(msg.topic()) {
+            let l = labels(group, msg.topic());
+            let w = TopicWorkers {
+                messages_in: metrics.messages_in.get_or_create(&l).clone(),
+                bytes_in: metrics.bytes_in.get_or_create(&l).clone(),
+                processed: metrics.processed.get_or_create(&l).clone(),
+                partitions: HashMap::new(),
+            };
+            workers.insert(msg.topic().to_owned(), w);
+        }
+        let Some(w) = workers.get_mut(msg.topic()) else {
+            continue;
+        };
+        w.messages_in.inc();
+        w.bytes_in
             .inc_by(msg.payload().map_or(0, |p| p.len()) as u64);
-        let key = (msg.topic().to_owned(), msg.partition());
-        let tx = workers.entry(key).or_insert_with(|| {
+        let processed = &w.processed;
+        let tx = w.partitions.entry(msg.partition()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(args.max_in_flight_per_partition.max(1));
-            tasks.spawn(worker(shared.clone(), rx));
+            tasks.spawn(worker(shared.clone(), rx, processed.clone()));
             tx
         });
         // Backpressure: a full partition queue holds the loop until the worker catches up.
@@ -275,41 +287,98 @@ pub async fn run_stage<P: Processor>(
     Ok(())
 }
 
-async fn worker<P: Processor>(shared: Arc<Shared<P>>, mut rx: mpsc::Receiver<OwnedMessage>) {
-    while let Some(msg) = rx.recv().await {
-        if shared.health.breaker_open.load(Ordering::Relaxed)
-            || shared.stopping.load(Ordering::Relaxed)
-        {
-            return;
+/// The workers of one input topic and its counters (looked up once, not per record).
+struct TopicWorkers {
+    messages_in: Counter,
+    bytes_in: Counter,
+    processed: Counter,
+    partitions: HashMap<i32, mpsc::Sender<OwnedMessage>>,
+}
+
+/// A record whose outputs (or dead letter) are in flight; resolves once acknowledged.
+type InFlight = std::pin::Pin<Box<dyn Future<Output = Option<Completion>> + Send>>;
+
+/// What to do once a record's writes are acknowledged.
+struct Completion {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    /// The event id to mark done (a processed event; not a duplicate or dead letter).
+    mark: Option<envelope::Id>,
+    dead: bool,
+    start: Instant,
+}
+
+/// One partition's worker. Records are processed in order; their writes are pipelined (up to
+/// `max_in_flight_per_partition` records awaiting acknowledgement), and completions are taken
+/// strictly in order, so an offset is stored only after every write of that record and of all
+/// earlier records of the partition was acknowledged.
+async fn worker<P: Processor>(
+    shared: Arc<Shared<P>>,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    processed: Counter,
+) {
+    use futures::StreamExt as _;
+    let max = shared.args.max_in_flight_per_partition.max(1);
+    let mut inflight: futures::stream::FuturesOrdered<InFlight> =
+        futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !inflight.is_empty() {
+        tokio::select! {
+            biased;
+            done = inflight.next(), if !inflight.is_empty() => match done {
+                Some(Some(c)) => complete(&shared, c, &processed).await,
+                // Stopping before the writes were acknowledged: leave the rest for redelivery.
+                _ => return,
+            },
+            msg = rx.recv(), if open && inflight.len() < max => match msg {
+                Some(msg) => {
+                    if shared.health.breaker_open.load(Ordering::Relaxed) || shared.stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match prepare(&shared, msg).await {
+                        Some(f) => inflight.push_back(f),
+                        None => return,
+                    }
+                }
+                None => open = false,
+            },
         }
-        let start = Instant::now();
-        let Some(dead) = handle(&shared, &msg).await else {
-            return; // shutting down mid-record: leave it for redelivery
-        };
-        if let Err(e) = shared
-            .consumer
-            .store_offset(msg.topic(), msg.partition(), msg.offset())
-        {
-            // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
-            tracing::debug!(error = %e, topic = msg.topic(), partition = msg.partition(), "offset not stored");
+    }
+}
+
+/// The writes of a record are acknowledged: mark its event, store its offset, count it.
+async fn complete<P: Processor>(shared: &Shared<P>, c: Completion, processed: &Counter) {
+    if let Some(id) = c.mark {
+        if let Err(e) = shared.dedupe.mark(id).await {
+            shared.metrics.dedupe_unavailable.inc();
+            tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
         }
-        shared
-            .metrics
-            .processing_seconds
-            .observe(start.elapsed().as_secs_f64());
-        let open = shared
-            .breaker
-            .lock()
-            .map(|mut b| b.record(dead))
-            .unwrap_or(false);
-        if open && !shared.health.breaker_open.swap(true, Ordering::Relaxed) {
-            shared.metrics.breaker_open.set(1);
-            tracing::error!(
-                threshold = shared.args.dlq_breaker_threshold,
-                window = shared.args.dlq_breaker_window,
-                "DLQ circuit breaker open: too many records dead-lettered; the stage stopped consuming"
-            );
-        }
+        processed.inc();
+    }
+    if let Err(e) = shared
+        .consumer
+        .store_offset(&c.topic, c.partition, c.offset)
+    {
+        // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
+        tracing::debug!(error = %e, topic = %c.topic, partition = c.partition, "offset not stored");
+    }
+    shared
+        .metrics
+        .processing_seconds
+        .observe(c.start.elapsed().as_secs_f64());
+    let open = shared
+        .breaker
+        .lock()
+        .map(|mut b| b.record(c.dead))
+        .unwrap_or(false);
+    if open && !shared.health.breaker_open.swap(true, Ordering::Relaxed) {
+        shared.metrics.breaker_open.set(1);
+        tracing::error!(
+            threshold = shared.args.dlq_breaker_threshold,
+            window = shared.args.dlq_breaker_window,
+            "DLQ circuit breaker open: too many records dead-lettered; the stage stopped consuming"
+        );
     }
 }
 
@@ -320,12 +389,27 @@ fn backoff(args: &RuntimeArgs, attempt: u32) -> Duration {
     Duration::from_millis(capped / 2 + jitter)
 }
 
-/// Handle one record to completion. `Some(dead_lettered)` when its offset may be stored;
-/// `None` when the stage is stopping before the record was finished.
-async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<bool> {
+/// Decode, dedupe and process one record (retrying retryable errors in place) and start its
+/// writes: the outputs, or the dead letter. `None` when the stage is stopping.
+async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Option<InFlight> {
+    let start = Instant::now();
     let group = P::GROUP.name();
     let l = labels(group, msg.topic());
-    let bytes = msg.payload().unwrap_or_default();
+    let completion = move |mark: Option<envelope::Id>, dead: bool, msg: &OwnedMessage| Completion {
+        topic: msg.topic().to_owned(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        mark,
+        dead,
+        start,
+    };
+    let dead_letter_later = move |msg: OwnedMessage, f: Failure| -> InFlight {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let c = completion(None, true, &msg);
+            dead_letter(&shared, &msg, f).await.then_some(c)
+        })
+    };
     let Some(topic) = Topic::from_name(msg.topic()) else {
         let f = failure(
             "RUNTIME_UNKNOWN_TOPIC",
@@ -333,12 +417,13 @@ async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<
             1,
             Timestamp::now(),
         );
-        return dead_letter(shared, msg, f).await.then_some(true);
+        return Some(dead_letter_later(msg, f));
     };
     let first = Timestamp::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        let bytes = msg.payload().unwrap_or_default();
         let input = match P::Input::decode(&shared.codec, topic, bytes).await {
             Ok(i) => i,
             Err(e) if e.retryable() => {
@@ -356,7 +441,7 @@ async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<
                     .get_or_create(&with_code(&l, e.code()))
                     .inc();
                 let f = failure(e.code(), e.to_string(), attempt, first);
-                return dead_letter(shared, msg, f).await.then_some(true);
+                return Some(dead_letter_later(msg, f));
             }
         };
         let meta = input.metadata().clone();
@@ -365,7 +450,8 @@ async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<
         match shared.dedupe.seen(meta.event_id).await {
             Ok(true) => {
                 shared.metrics.deduplicated.get_or_create(&l).inc();
-                return Some(false);
+                let c = completion(None, false, &msg);
+                return Some(Box::pin(async move { Some(c) }));
             }
             Ok(false) => {}
             Err(e) => {
@@ -376,15 +462,12 @@ async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<
         let mut out = Outputs::new(&shared.codec, &meta, &shared.source);
         match shared.processor.process(input, &mut out).await {
             Ok(()) => {
-                if !produce_all(shared, out.into_records()).await {
-                    return None;
-                }
-                if let Err(e) = shared.dedupe.mark(meta.event_id).await {
-                    shared.metrics.dedupe_unavailable.inc();
-                    tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
-                }
-                shared.metrics.processed.get_or_create(&l).inc();
-                return Some(false);
+                let records = out.into_records();
+                let c = completion(Some(meta.event_id), false, &msg);
+                let shared = shared.clone();
+                return Some(Box::pin(async move {
+                    produce_all(&shared, records).await.then_some(c)
+                }));
             }
             Err(e) => {
                 shared
@@ -401,7 +484,7 @@ async fn handle<P: Processor>(shared: &Shared<P>, msg: &OwnedMessage) -> Option<
                     continue;
                 }
                 let f = failure(e.code, e.message, attempt, first);
-                return dead_letter(shared, msg, f).await.then_some(true);
+                return Some(dead_letter_later(msg, f));
             }
         }
     }
