@@ -38,9 +38,9 @@ use chrono::NaiveDate;
 use envelope::{
     Date, Event, Id, Money,
     payload::{
-        audit::{AuditCategory, AuditEvent, Outcome},
+        audit::AuditEvent,
         bronze::CleanedRow,
-        common::{Actor, ActorType, Booking, DspType, EntityRef, EntityType, RowKind},
+        common::{Booking, DspType, EntityRef, EntityType, RowKind},
         silver::{CampaignStatus, ProcessedRow, QualityScore, QualityVerdict},
     },
 };
@@ -114,31 +114,23 @@ impl Processor for Silver {
             .unwrap_or_else(PoisonError::into_inner)
             .observe(row.dedupe_key(input.metadata.org_id));
         if row.quality.verdict == QualityVerdict::Quarantine {
-            out.emit(AuditEvent {
-                action: "row.quarantined".into(),
-                category: AuditCategory::Data,
-                actor: Actor {
-                    actor_type: ActorType::Service,
-                    actor_id: Self::GROUP.name().into(),
-                    display_name: None,
-                },
-                entity: row.entity.clone(),
-                outcome: Outcome::Success,
-                occurred_at: input.metadata.timestamp,
-                reason: Some(format!(
+            out.emit(AuditEvent::data_decision(
+                Self::GROUP.name(),
+                "row.quarantined",
+                row.entity.clone(),
+                input.metadata.timestamp,
+                format!(
                     "quality score {}: {}",
                     row.quality.score,
                     row.quality.reasons.join("; ")
-                )),
-                before: None,
-                after: None,
-                details: [
+                ),
+                [
                     ("request_id".to_owned(), row.request_id.clone()),
                     ("dsp_type".to_owned(), row.dsp_type.to_string()),
                     ("date".to_owned(), row.date.to_string()),
                 ]
                 .into(),
-            })?;
+            ))?;
         }
         out.emit(row)
     }

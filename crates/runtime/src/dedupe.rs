@@ -1,6 +1,8 @@
-//! Idempotency by `event_id`: Redis (`SET NX EX`) when configured, a bounded in-memory set
-//! otherwise. An event is marked only after its outputs were acknowledged. A Redis outage
-//! degrades to at-least-once (the event is processed again) with a warning and a metric.
+//! Idempotency by `event_id` (and by keys a stage chooses, see [`key_id`]): Redis
+//! (`SET NX EX`) when configured, a bounded in-memory set otherwise. An id is marked only
+//! after its outputs were acknowledged; until then it is *pending*, which this process also
+//! counts as seen. A Redis outage degrades to at-least-once (the event is processed again)
+//! with a warning and a metric.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -10,9 +12,23 @@ use std::{
 
 use envelope::Id;
 
-/// Where processed event ids are remembered.
+/// Where processed ids are remembered, plus the ids this process has in flight.
 #[derive(Debug)]
-pub enum Dedupe {
+pub struct Dedupe {
+    store: Store,
+    pending: Mutex<HashSet<Id>>,
+}
+
+/// The id of a stage-level idempotency key (e.g. bronze's `request_id` and row): a UUID v5 in
+/// a namespace of its own, so it never equals an event id.
+pub fn key_id(key: &str) -> Id {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6164_7069_7065_2d6b_6579_2d6e_7330_0001);
+    Id(uuid::Uuid::new_v5(&NAMESPACE, key.as_bytes()))
+}
+
+/// The backing store.
+#[derive(Debug)]
+enum Store {
     /// In this process, the most recent `capacity` ids.
     Memory(Mutex<Recent>),
     /// In Redis under `<prefix>:<event_id>` with a TTL.
@@ -28,7 +44,7 @@ pub enum Dedupe {
 
 /// The most recent ids, bounded.
 #[derive(Debug, Default)]
-pub struct Recent {
+struct Recent {
     capacity: usize,
     order: VecDeque<Id>,
     ids: HashSet<Id>,
@@ -42,12 +58,42 @@ pub struct DedupeUnavailable(pub String);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Dedupe {
+    fn with(store: Store) -> Dedupe {
+        Dedupe {
+            store,
+            pending: Mutex::new(HashSet::new()),
+        }
+    }
+
     /// An in-memory store of at most `capacity` ids.
     pub fn memory(capacity: usize) -> Dedupe {
-        Dedupe::Memory(Mutex::new(Recent {
+        Dedupe::with(Store::Memory(Mutex::new(Recent {
             capacity: capacity.max(1),
             ..Recent::default()
-        }))
+        })))
+    }
+
+    /// Note `id` as in flight: [`Dedupe::seen`] reports it until [`Dedupe::mark`] stores it.
+    pub fn reserve(&self, id: Id) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+    }
+
+    fn pending(&self, id: Id) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
+    }
+
+    /// Forget that `id` is in flight (its event failed).
+    pub fn release(&self, id: Id) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
     }
 
     /// A Redis store.
@@ -59,14 +105,17 @@ impl Dedupe {
         )
         .await
         .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer within 5 s"))??;
-        Ok(Dedupe::Redis { conn, prefix, ttl })
+        Ok(Dedupe::with(Store::Redis { conn, prefix, ttl }))
     }
 
-    /// Whether `id` was already processed.
+    /// Whether `id` was already processed (or is in flight in this process).
     pub async fn seen(&self, id: Id) -> Result<bool, DedupeUnavailable> {
-        match self {
-            Dedupe::Memory(m) => Ok(lock(m).ids.contains(&id)),
-            Dedupe::Redis { conn, prefix, .. } => {
+        if self.pending(id) {
+            return Ok(true);
+        }
+        match &self.store {
+            Store::Memory(m) => Ok(lock(m).ids.contains(&id)),
+            Store::Redis { conn, prefix, .. } => {
                 let mut conn = conn.clone();
                 let key = format!("{prefix}:{id}");
                 let mut cmd = redis::cmd("EXISTS");
@@ -81,10 +130,16 @@ impl Dedupe {
         }
     }
 
-    /// Remember `id` as processed.
+    /// Remember `id` as processed (and no longer in flight).
     pub async fn mark(&self, id: Id) -> Result<(), DedupeUnavailable> {
-        match self {
-            Dedupe::Memory(m) => {
+        let stored = self.store(id).await;
+        self.release(id);
+        stored
+    }
+
+    async fn store(&self, id: Id) -> Result<(), DedupeUnavailable> {
+        match &self.store {
+            Store::Memory(m) => {
                 let mut r = lock(m);
                 if r.ids.insert(id) {
                     r.order.push_back(id);
@@ -96,7 +151,7 @@ impl Dedupe {
                 }
                 Ok(())
             }
-            Dedupe::Redis { conn, prefix, ttl } => {
+            Store::Redis { conn, prefix, ttl } => {
                 let mut conn = conn.clone();
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(format!("{prefix}:{id}"))
@@ -134,6 +189,22 @@ mod tests {
         d.mark(c).await.expect("mark");
         assert!(!d.seen(a).await.expect("memory"), "evicted");
         assert!(d.seen(c).await.expect("memory"));
+    }
+
+    #[tokio::test]
+    async fn a_reserved_id_is_seen_until_marked_and_after() {
+        let d = Dedupe::memory(10);
+        let id = key_id("req-1/0");
+        assert_ne!(id, key_id("req-1/1"));
+        assert!(!d.seen(id).await.expect("memory"));
+        d.reserve(id);
+        assert!(
+            d.seen(id).await.expect("memory"),
+            "in flight counts as seen"
+        );
+        d.mark(id).await.expect("mark");
+        assert!(d.seen(id).await.expect("memory"));
+        assert!(!d.pending(id), "no longer pending once stored");
     }
 
     #[tokio::test]

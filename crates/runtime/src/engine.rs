@@ -134,6 +134,16 @@ fn client_config(args: &RuntimeArgs) -> ClientConfig {
     c
 }
 
+/// adpipe's producer: idempotent, acks from all in-sync replicas, 5 ms linger for batching.
+pub fn producer(bootstrap_servers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()?)
+}
+
 /// Everything a running stage needs besides the processor.
 #[derive(Debug)]
 pub struct Parts {
@@ -184,11 +194,7 @@ pub async fn run_stage<P: Processor>(
     let inputs: Vec<Topic> = P::Input::topics();
     let names: Vec<&str> = inputs.iter().map(|t| t.name()).collect();
     consumer.subscribe(&names)?;
-    let producer: FutureProducer = client_config(&args)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()?;
+    let producer = producer(&args.bootstrap_servers)?;
     let shared = Arc::new(Shared {
         processor,
         codec,
@@ -305,6 +311,8 @@ struct Completion {
     offset: i64,
     /// The event id to mark done (a processed event; not a duplicate or dead letter).
     mark: Option<envelope::Id>,
+    /// The stage's own idempotency keys to mark done with it.
+    keys: Vec<envelope::Id>,
     dead: bool,
     start: Instant,
 }
@@ -350,9 +358,11 @@ async fn worker<P: Processor>(
 /// The writes of a record are acknowledged: mark its event, store its offset, count it.
 async fn complete<P: Processor>(shared: &Shared<P>, c: Completion, processed: &Counter) {
     if let Some(id) = c.mark {
-        if let Err(e) = shared.dedupe.mark(id).await {
-            shared.metrics.dedupe_unavailable.inc();
-            tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
+        for id in c.keys.iter().copied().chain([id]) {
+            if let Err(e) = shared.dedupe.mark(id).await {
+                shared.metrics.dedupe_unavailable.inc();
+                tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
+            }
         }
         processed.inc();
     }
@@ -400,6 +410,7 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
         partition: msg.partition(),
         offset: msg.offset(),
         mark,
+        keys: Vec::new(),
         dead,
         start,
     };
@@ -459,17 +470,23 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
                 tracing::warn!(error = %e, "dedupe store unavailable; processing at-least-once");
             }
         }
-        let mut out = Outputs::new(&shared.codec, &meta, &shared.source);
+        let mut out = Outputs::new(&shared.codec, &meta, &shared.source)
+            .with_store(&shared.dedupe, &shared.metrics);
         match shared.processor.process(input, &mut out).await {
             Ok(()) => {
-                let records = out.into_records();
-                let c = completion(Some(meta.event_id), false, &msg);
+                let (records, keys) = out.into_parts();
+                let mut c = completion(Some(meta.event_id), false, &msg);
+                c.keys = keys;
                 let shared = shared.clone();
                 return Some(Box::pin(async move {
                     produce_all(&shared, records).await.then_some(c)
                 }));
             }
             Err(e) => {
+                // Keys reserved by a failed attempt are not in flight any more.
+                for id in out.into_parts().1 {
+                    shared.dedupe.release(id);
+                }
                 shared
                     .metrics
                     .failed

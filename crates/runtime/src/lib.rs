@@ -23,7 +23,7 @@ pub mod testing;
 
 use std::{sync::Arc, time::Duration};
 
-pub use engine::{Health, Parts, run_stage};
+pub use engine::{Health, Parts, producer, run_stage};
 use envelope::{Codec, RegistryClient, Source};
 pub use processor::{Input, OutRecord, Outputs, ProcessError, Processor};
 pub use settings::RuntimeArgs;
@@ -37,7 +37,8 @@ struct Cli<A: clap::Args> {
     stage: A,
 }
 
-fn init_tracing(format: &str) {
+/// Start logging on stderr: `json` for production, pretty otherwise; `RUST_LOG` filters.
+pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = if format == "json" {
@@ -69,18 +70,7 @@ async fn shutdown_signal() {
 /// Build the parts of a stage from its settings: registry client and codec with the output
 /// schemas registered, dedupe store, metrics, health and the envelope source.
 pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
-    let url = args
-        .schema_registry_url
-        .clone()
-        .unwrap_or_else(|| topics::TopicConfig::embedded().schema_registry.url.clone());
-    let registry = RegistryClient::new(&url, None, Duration::from_secs(10))?;
-    let codec = Arc::new(Codec::new(registry));
-    for topic in P::outputs() {
-        codec
-            .register(topic)
-            .await
-            .map_err(|e| anyhow::anyhow!("registering the schema of {topic} at {url}: {e}"))?;
-    }
+    let codec = codec(args.schema_registry_url.as_deref(), &P::outputs()).await?;
     let group = P::GROUP.name();
     let dedupe = match &args.redis_url {
         Some(url) => {
@@ -107,6 +97,24 @@ pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
             instance,
         },
     })
+}
+
+/// A codec on the schema registry at `url` (default: topic-config.yaml's) with the schemas of
+/// `outputs` registered.
+pub async fn codec(url: Option<&str>, outputs: &[topics::Topic]) -> anyhow::Result<Arc<Codec>> {
+    let url = url.map_or_else(
+        || topics::TopicConfig::embedded().schema_registry.url.clone(),
+        str::to_owned,
+    );
+    let registry = RegistryClient::new(&url, None, Duration::from_secs(10))?;
+    let codec = Arc::new(Codec::new(registry));
+    for topic in outputs {
+        codec
+            .register(*topic)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the schema of {topic} at {url}: {e}"))?;
+    }
+    Ok(codec)
 }
 
 /// A stage binary's whole `main`: parse flags (runtime's and the stage's `A`; `about` is the

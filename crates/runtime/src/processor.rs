@@ -7,6 +7,11 @@ use std::future::Future;
 use envelope::{Codec, DecodeError, Event, EventMetadata, Id, Payload, Source};
 use topics::{ConsumerGroup, Topic, partition_for};
 
+use crate::{
+    dedupe::{Dedupe, key_id},
+    metrics::Metrics,
+};
+
 /// Why a stage could not process an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -141,12 +146,18 @@ pub struct OutRecord {
 
 /// The outputs of processing one input event: each emitted event is caused by the input
 /// (same org, correlation id and trace), encoded at once, and partitioned by its key.
+///
+/// A stage with an idempotency key of its own (bronze drops a report row pulled twice) asks
+/// [`Outputs::seen_key`] and calls [`Outputs::mark_when_acked`]: the runtime stores the key
+/// only once this event's outputs are acknowledged, so a crash in between never loses a row.
 #[derive(Debug)]
 pub struct Outputs<'a> {
     codec: &'a Codec,
     cause: &'a EventMetadata,
     source: &'a Source,
     records: Vec<OutRecord>,
+    store: Option<(&'a Dedupe, &'a Metrics)>,
+    marks: Vec<Id>,
 }
 
 impl<'a> Outputs<'a> {
@@ -157,7 +168,41 @@ impl<'a> Outputs<'a> {
             cause,
             source,
             records: Vec::new(),
+            store: None,
+            marks: Vec::new(),
         }
+    }
+
+    /// With the stage's dedupe store (for [`Outputs::seen_key`]).
+    pub fn with_store(mut self, dedupe: &'a Dedupe, metrics: &'a Metrics) -> Outputs<'a> {
+        self.store = Some((dedupe, metrics));
+        self
+    }
+
+    /// Whether the stage's idempotency `key` was done before (or is in flight). False without
+    /// a store, and when the store is down (at-least-once, with a warning and a metric).
+    pub async fn seen_key(&self, key: &str) -> bool {
+        let Some((dedupe, metrics)) = self.store else {
+            return false;
+        };
+        match dedupe.seen(key_id(key)).await {
+            Ok(seen) => seen,
+            Err(e) => {
+                metrics.dedupe_unavailable.inc();
+                tracing::warn!(error = %e, key, "dedupe store unavailable; processing at-least-once");
+                false
+            }
+        }
+    }
+
+    /// Remember `key` as done once this event's outputs are acknowledged; until then later
+    /// events of this process see it as in flight.
+    pub fn mark_when_acked(&mut self, key: &str) {
+        let id = key_id(key);
+        if let Some((dedupe, _)) = self.store {
+            dedupe.reserve(id);
+        }
+        self.marks.push(id);
     }
 
     /// Emit `payload` as a new event caused by the input.
@@ -205,5 +250,10 @@ impl<'a> Outputs<'a> {
     /// Take the records.
     pub fn into_records(self) -> Vec<OutRecord> {
         self.records
+    }
+
+    /// Take the records and the idempotency keys to mark once they are acknowledged.
+    pub fn into_parts(self) -> (Vec<OutRecord>, Vec<Id>) {
+        (self.records, self.marks)
     }
 }

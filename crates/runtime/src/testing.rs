@@ -3,7 +3,11 @@
 
 use envelope::{Codec, Event, Payload, Source};
 
-use crate::processor::{Input, OutRecord, Outputs, ProcessError, Processor};
+use crate::{
+    dedupe::Dedupe,
+    metrics::Metrics,
+    processor::{Input, OutRecord, Outputs, ProcessError, Processor},
+};
 
 /// The result of processing one event in memory.
 #[derive(Debug)]
@@ -33,6 +37,20 @@ where
     S: Processor<Input = Event<P>>,
     P: Payload,
 {
+    check_with_store(stage, event, &Dedupe::memory(1024)).await
+}
+
+/// [`check`] with a dedupe store kept across calls: the stage's idempotency keys are marked
+/// after a successful call, as the runtime marks them once outputs are acknowledged.
+pub async fn check_with_store<S, P>(
+    stage: &S,
+    event: &Event<P>,
+    dedupe: &Dedupe,
+) -> Result<Checked, ProcessError>
+where
+    S: Processor<Input = Event<P>>,
+    P: Payload,
+{
     let codec = Codec::offline();
     let bytes = codec.encode(event).expect("test events encode");
     let input = <Event<P> as Input>::decode(&codec, P::TOPIC, &bytes).await?;
@@ -41,9 +59,15 @@ where
         instance: "test".to_owned(),
     };
     let meta = input.metadata.clone();
-    let mut out = Outputs::new(&codec, &meta, &source);
-    stage.process(input, &mut out).await?;
-    Ok(Checked {
-        records: out.into_records(),
-    })
+    let metrics = Metrics::default();
+    let mut out = Outputs::new(&codec, &meta, &source).with_store(dedupe, &metrics);
+    let result = stage.process(input, &mut out).await;
+    let (records, keys) = out.into_parts();
+    for id in keys {
+        match result {
+            Ok(()) => dedupe.mark(id).await.expect("the test store answers"),
+            Err(_) => dedupe.release(id),
+        }
+    }
+    result.map(|()| Checked { records })
 }

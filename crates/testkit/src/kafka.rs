@@ -129,3 +129,39 @@ pub fn committed_offsets(
         )
         .collect())
 }
+
+/// The first `n` records of `topic` (all partitions, each in offset order), read from the
+/// start by a consumer of its own group; fewer if they do not arrive `within`. Counting by
+/// consuming is exact where Tansu's high watermark under-reports batched produce.
+pub fn read_records(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set(
+            "group.id",
+            format!("reader-{}-{}", std::process::id(), rand_suffix()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("reader")?;
+    consumer.subscribe(&[topic]).context("subscribe")?;
+    let deadline = std::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.with_context(|| format!("reading {topic}"))?;
+            out.push(m.detach());
+        }
+    }
+    Ok(out)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

@@ -10,5 +10,6 @@ mod kafka;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
 pub use kafka::{
-    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_topics, end_offsets, wait_until,
+    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_topics, end_offsets,
+    read_records, wait_until,
 };

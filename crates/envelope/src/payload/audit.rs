@@ -7,7 +7,7 @@ use topics::Topic;
 
 use crate::{
     event::Payload,
-    payload::common::{Actor, EntityRef, avro_enum},
+    payload::common::{Actor, ActorType, EntityRef, avro_enum},
     values::Timestamp,
 };
 
@@ -61,6 +61,36 @@ pub struct AuditEvent {
     pub after: Option<String>,
     /// Details.
     pub details: BTreeMap<String, String>,
+}
+
+impl AuditEvent {
+    /// A decision a stage made about a data row (`row.quarantined`, `row.duplicate_dropped`):
+    /// the stage (its consumer group) is the actor, the outcome a success.
+    pub fn data_decision(
+        stage: &str,
+        action: &str,
+        entity: EntityRef,
+        occurred_at: Timestamp,
+        reason: String,
+        details: BTreeMap<String, String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            action: action.to_owned(),
+            category: AuditCategory::Data,
+            actor: Actor {
+                actor_type: ActorType::Service,
+                actor_id: stage.to_owned(),
+                display_name: None,
+            },
+            entity,
+            outcome: Outcome::Success,
+            occurred_at,
+            reason: Some(reason),
+            before: None,
+            after: None,
+            details,
+        }
+    }
 }
 
 impl Payload for AuditEvent {
