@@ -10,14 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use envelope::{
-    Codec, Event, Source,
-    payload::{
-        audit::{AuditCategory, AuditEvent, Outcome},
-        common::{Actor, ActorType, EntityRef, EntityType},
-        config::{ConfigChange, ConfigItem, ConfigOp, OrgSettings},
-    },
-};
+use envelope::{Codec, Event, Source, payload::config::ConfigChange};
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
@@ -43,22 +36,7 @@ impl Processor for Mirror {
         input: Event<ConfigChange>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
-        out.emit(AuditEvent {
-            action: "config.mirrored".into(),
-            category: AuditCategory::Config,
-            actor: input.payload.actor.clone(),
-            entity: EntityRef {
-                entity_type: EntityType::Other,
-                entity_id: input.payload.key.clone(),
-                name: None,
-            },
-            outcome: Outcome::Success,
-            occurred_at: input.metadata.timestamp,
-            reason: None,
-            before: None,
-            after: None,
-            details: Default::default(),
-        })
+        out.emit(runtime::testing::mirrored(&input))
     }
 }
 
@@ -185,30 +163,7 @@ fn main() {
         let codec = Arc::new(Codec::offline());
         let records: Vec<(i32, String, Vec<u8>)> = (0..n)
             .map(|i| {
-                let e = Event::new(
-                    (i % 101 + 1) as i64,
-                    Source {
-                        service: "bench".into(),
-                        instance: "b".into(),
-                    },
-                    ConfigChange {
-                        key: format!("k/{i}"),
-                        version: 1,
-                        op: ConfigOp::Upsert,
-                        actor: Actor {
-                            actor_type: ActorType::Service,
-                            actor_id: "bench".into(),
-                            display_name: None,
-                        },
-                        reason: None,
-                        change: ConfigItem::OrgSettings(OrgSettings {
-                            name: None,
-                            timezone: "UTC".into(),
-                            currency: "USD".into(),
-                            freshness_days: 7,
-                        }),
-                    },
-                );
+                let e = runtime::testing::config_change((i % 101 + 1) as i64, &format!("k/{i}"));
                 (
                     partition_for(PartitionKey::Org(e.metadata.org_id), 6),
                     e.record_key(),

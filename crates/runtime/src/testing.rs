@@ -1,7 +1,14 @@
 //! Test kit for stages: run a [`Processor`] on in-memory events, without Kafka, through the
 //! real codec (encode, decode, process, encode outputs).
 
-use envelope::{Codec, Event, Payload, Source};
+use envelope::{
+    Codec, Event, Payload, Source,
+    payload::{
+        audit::{AuditCategory, AuditEvent, Outcome},
+        common::{Actor, ActorType, EntityRef, EntityType},
+        config::{ConfigChange, ConfigItem, ConfigOp, OrgSettings},
+    },
+};
 
 use crate::{
     dedupe::Dedupe,
@@ -70,4 +77,54 @@ where
         }
     }
     result.map(|()| Checked { records })
+}
+
+/// A config change of `org` under `key` (an org-settings upsert by a user): the input of the
+/// runtime's own tests and benchmarks.
+pub fn config_change(org: i64, key: &str) -> Event<ConfigChange> {
+    Event::new(
+        org,
+        Source {
+            service: "test".into(),
+            instance: "t".into(),
+        },
+        ConfigChange {
+            key: key.into(),
+            version: 1,
+            op: ConfigOp::Upsert,
+            actor: Actor {
+                actor_type: ActorType::User,
+                actor_id: "u1".into(),
+                display_name: None,
+            },
+            reason: None,
+            change: ConfigItem::OrgSettings(OrgSettings {
+                name: None,
+                timezone: "UTC".into(),
+                currency: "EUR".into(),
+                freshness_days: 7,
+            }),
+        },
+    )
+}
+
+/// The audit event a test stage emits for a config change: `config.mirrored` on the change's
+/// key, by the change's actor.
+pub fn mirrored(input: &Event<ConfigChange>) -> AuditEvent {
+    AuditEvent {
+        action: "config.mirrored".into(),
+        category: AuditCategory::Config,
+        actor: input.payload.actor.clone(),
+        entity: EntityRef {
+            entity_type: EntityType::Other,
+            entity_id: input.payload.key.clone(),
+            name: None,
+        },
+        outcome: Outcome::Success,
+        occurred_at: input.metadata.timestamp,
+        reason: None,
+        before: None,
+        after: None,
+        details: Default::default(),
+    }
 }

@@ -10,13 +10,10 @@ use std::{
 
 use envelope::{
     Codec, Event, Source,
-    payload::{
-        audit::AuditEvent,
-        common::{Actor, ActorType},
-        config::{ConfigChange, ConfigItem, ConfigOp, OrgSettings},
-    },
+    payload::{audit::AuditEvent, config::ConfigChange},
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use runtime::testing::config_change;
 use runtime::{
     Outputs, Parts, ProcessError, Processor, RuntimeArgs,
     dedupe::Dedupe,
@@ -61,50 +58,8 @@ impl Processor for Echo {
         input: Event<ConfigChange>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
-        out.emit(AuditEvent {
-            action: "config.seen".into(),
-            category: envelope::payload::audit::AuditCategory::Config,
-            actor: input.payload.actor.clone(),
-            entity: envelope::payload::common::EntityRef {
-                entity_type: envelope::payload::common::EntityType::Other,
-                entity_id: input.payload.key.clone(),
-                name: None,
-            },
-            outcome: envelope::payload::audit::Outcome::Success,
-            occurred_at: input.metadata.timestamp,
-            reason: None,
-            before: None,
-            after: None,
-            details: Default::default(),
-        })
+        out.emit(runtime::testing::mirrored(&input))
     }
-}
-
-fn change(org: i64, i: usize) -> Event<ConfigChange> {
-    Event::new(
-        org,
-        Source {
-            service: "t".into(),
-            instance: "t".into(),
-        },
-        ConfigChange {
-            key: format!("k/{i}"),
-            version: 1,
-            op: ConfigOp::Upsert,
-            actor: Actor {
-                actor_type: ActorType::Service,
-                actor_id: "t".into(),
-                display_name: None,
-            },
-            reason: None,
-            change: ConfigItem::OrgSettings(OrgSettings {
-                name: None,
-                timezone: "UTC".into(),
-                currency: "USD".into(),
-                freshness_days: 3,
-            }),
-        },
-    )
 }
 
 async fn produce_changes(b: &str, codec: &Codec, range: std::ops::Range<usize>) {
@@ -113,7 +68,7 @@ async fn produce_changes(b: &str, codec: &Codec, range: std::ops::Range<usize>) 
         .create()
         .expect("producer");
     for i in range {
-        let e = change((i % 9 + 1) as i64, i);
+        let e = config_change((i % 9 + 1) as i64, &format!("k/{i}"));
         let value = codec.encode(&e).expect("encode");
         let p = partition_for(PartitionKey::Org(e.metadata.org_id), 6);
         producer
@@ -289,7 +244,7 @@ async fn a_redis_outage_degrades_to_at_least_once() {
 #[tokio::test]
 async fn the_test_kit_runs_a_processor_in_memory() {
     let codec = Codec::offline();
-    let input = change(42, 7);
+    let input = config_change(42, "k/7");
     let checked = runtime::testing::check(&Echo, &input)
         .await
         .expect("processed");

@@ -11,11 +11,7 @@ use std::{
 
 use envelope::{
     Codec, Event, Id, Source,
-    payload::{
-        audit::{AuditCategory, AuditEvent, Outcome},
-        common::{Actor, ActorType, EntityRef, EntityType},
-        config::{ConfigChange, ConfigItem, ConfigOp, OrgSettings},
-    },
+    payload::{audit::AuditEvent, config::ConfigChange},
 };
 use rdkafka::{
     Message,
@@ -23,6 +19,7 @@ use rdkafka::{
     message::Headers,
     producer::{FutureProducer, FutureRecord},
 };
+use runtime::testing::config_change;
 use runtime::{
     Outputs, Parts, ProcessError, Processor, RuntimeArgs,
     dedupe::Dedupe,
@@ -62,22 +59,7 @@ impl Processor for Mirror {
         if key.starts_with("flaky/") && self.flaky.lock().expect("lock").insert(key.clone()) {
             return Err(ProcessError::retryable("TEST_FLAKY", "try again"));
         }
-        out.emit(AuditEvent {
-            action: "config.mirrored".into(),
-            category: AuditCategory::Config,
-            actor: input.payload.actor.clone(),
-            entity: EntityRef {
-                entity_type: EntityType::Other,
-                entity_id: key,
-                name: None,
-            },
-            outcome: Outcome::Success,
-            occurred_at: input.metadata.timestamp,
-            reason: None,
-            before: None,
-            after: None,
-            details: Default::default(),
-        })
+        out.emit(runtime::testing::mirrored(&input))
     }
 }
 
@@ -99,33 +81,6 @@ impl Processor for Replay {
     ) -> Result<(), ProcessError> {
         self.0.process(input, out).await
     }
-}
-
-fn change(org: i64, key: &str) -> Event<ConfigChange> {
-    Event::new(
-        org,
-        Source {
-            service: "test".into(),
-            instance: "t".into(),
-        },
-        ConfigChange {
-            key: key.into(),
-            version: 1,
-            op: ConfigOp::Upsert,
-            actor: Actor {
-                actor_type: ActorType::User,
-                actor_id: "u1".into(),
-                display_name: None,
-            },
-            reason: None,
-            change: ConfigItem::OrgSettings(OrgSettings {
-                name: None,
-                timezone: "UTC".into(),
-                currency: "EUR".into(),
-                freshness_days: 7,
-            }),
-        },
-    )
 }
 
 async fn setup() -> (Broker, Arc<Codec>) {
@@ -267,10 +222,10 @@ async fn outputs_dlq_and_offsets() {
     let (broker, codec) = setup().await;
     let b = broker.bootstrap();
     let mut events: Vec<Event<ConfigChange>> = (0..120)
-        .map(|i| change(i % 17 + 1, &format!("org/{i}")))
+        .map(|i| config_change(i % 17 + 1, &format!("org/{i}")))
         .collect();
-    events.extend((0..6).map(|i| change(i + 1, &format!("fail/{i}"))));
-    events.extend((0..4).map(|i| change(i + 1, &format!("flaky/{i}"))));
+    events.extend((0..6).map(|i| config_change(i + 1, &format!("fail/{i}"))));
+    events.extend((0..4).map(|i| config_change(i + 1, &format!("flaky/{i}"))));
     let mut records = encoded(&codec, &events);
     let valid = codec.encode(&events[0]).expect("encode");
     let malformed: Vec<(i32, String, Vec<u8>, &str)> = vec![
@@ -417,7 +372,7 @@ async fn killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing() {
     let (broker, codec) = setup().await;
     let b = broker.bootstrap();
     let events: Vec<Event<ConfigChange>> = (0..400)
-        .map(|i| change(i % 23 + 1, &format!("org/{i}")))
+        .map(|i| config_change(i % 23 + 1, &format!("org/{i}")))
         .collect();
     produce(&b, &encoded(&codec, &events)).await;
     let prefix = format!("adpipe:test:{}", Id::new());
