@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
     time::Duration,
 };
 
@@ -22,45 +21,11 @@ use envelope::{
     },
 };
 use rdkafka::{Message, message::OwnedMessage};
-use runtime::{Parts, RuntimeArgs, dedupe::Dedupe, engine::Health, metrics, metrics::Metrics};
+use runtime::{RuntimeArgs, dedupe::Dedupe, metrics, testing::RunningStage};
 use schemas::CompatibilityLevel;
 use silver::stage::{Silver, SilverRules};
 use testkit::{Broker, create_topics, read_records, wait_until};
 use topics::Topic;
-
-struct Stage {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    metrics: Arc<Metrics>,
-}
-
-fn start<P: runtime::Processor>(processor: P, b: &str, codec: Arc<Codec>) -> Stage {
-    let metrics = Arc::new(Metrics::default());
-    let parts = Parts {
-        codec,
-        metrics: metrics.clone(),
-        health: Arc::new(Health::default()),
-        dedupe: Dedupe::memory(100_000),
-        source: Source {
-            service: P::GROUP.name().into(),
-            instance: "e2e".into(),
-        },
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime::run_stage(
-        processor,
-        parts,
-        RuntimeArgs::for_tests(b),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Stage {
-        stop,
-        task,
-        metrics,
-    }
-}
 
 async fn decode_all<P: envelope::Payload>(
     codec: &Codec,
@@ -145,8 +110,18 @@ async fn every_raw_row_is_accounted_for_exactly_once_and_orgs_keep_their_order()
     let duplicates = bad(BadKind::Duplicate);
     let cleaned = total - counts.footers - dead - duplicates;
 
-    let bronze = start(Bronze::new(BronzeRules::default()), &b, codec.clone());
-    let silver = start(Silver::new(SilverRules::default()), &b, codec.clone());
+    let bronze = RunningStage::start(
+        Bronze::new(BronzeRules::default()),
+        RuntimeArgs::for_tests(&b),
+        codec.clone(),
+        Dedupe::memory(100_000),
+    );
+    let silver = RunningStage::start(
+        Silver::new(SilverRules::default()),
+        RuntimeArgs::for_tests(&b),
+        codec.clone(),
+        Dedupe::memory(100_000),
+    );
     let producer = runtime::producer(&b).expect("producer");
     let source = Source {
         service: "connector".into(),
@@ -192,10 +167,8 @@ async fn every_raw_row_is_accounted_for_exactly_once_and_orgs_keep_their_order()
             silver.metrics.total(metrics::PROCESSED)
         )
     });
-    for stage in [bronze, silver] {
-        let _ = stage.stop.send(());
-        stage.task.await.expect("join").expect("clean stop");
-    }
+    bronze.stop().await.expect("bronze stops cleanly");
+    silver.stop().await.expect("silver stops cleanly");
 
     let within = Duration::from_secs(60);
     let raw_records =

@@ -10,8 +10,12 @@ use envelope::{
     },
 };
 
+use std::sync::Arc;
+
 use crate::{
+    RuntimeArgs,
     dedupe::Dedupe,
+    engine::{Health, Parts, run_stage},
     metrics::Metrics,
     processor::{Input, OutRecord, Outputs, ProcessError, Processor},
 };
@@ -126,5 +130,57 @@ pub fn mirrored(input: &Event<ConfigChange>) -> AuditEvent {
         before: None,
         after: None,
         details: Default::default(),
+    }
+}
+
+/// A stage running in this process on a real broker (see [`RunningStage::start`]): the
+/// harness of adpipe's broker tests and benchmarks.
+#[derive(Debug)]
+pub struct RunningStage {
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The stage's task (aborting it is a crash: no draining, no final commit).
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The stage's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The stage's health.
+    pub health: Arc<Health>,
+}
+
+impl RunningStage {
+    /// Start `processor` with `args` (e.g. [`RuntimeArgs::for_tests`]), `codec` and `dedupe`.
+    pub fn start<P: Processor>(
+        processor: P,
+        args: RuntimeArgs,
+        codec: Arc<Codec>,
+        dedupe: Dedupe,
+    ) -> RunningStage {
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::default());
+        let parts = Parts {
+            codec,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            dedupe,
+            source: Source {
+                service: P::GROUP.name().to_owned(),
+                instance: "test".to_owned(),
+            },
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_stage(processor, parts, args, async move {
+            let _ = stopped.await;
+        }));
+        RunningStage {
+            stop,
+            task,
+            metrics,
+            health,
+        }
+    }
+
+    /// Stop as on SIGTERM (finish in-flight records, commit) and return how the stage ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use envelope::{
-    Codec, Event, Id, Source,
+    Codec, Event, Id,
     payload::{audit::AuditEvent, config::ConfigChange},
 };
 use rdkafka::{
@@ -19,12 +19,11 @@ use rdkafka::{
     message::Headers,
     producer::{FutureProducer, FutureRecord},
 };
-use runtime::testing::config_change;
+use runtime::testing::{RunningStage, config_change};
 use runtime::{
-    Outputs, Parts, ProcessError, Processor, RuntimeArgs,
+    Outputs, ProcessError, Processor, RuntimeArgs,
     dedupe::Dedupe,
-    engine::Health,
-    metrics::{DEAD_LETTERED, DEDUPLICATED, Metrics, PROCESSED},
+    metrics::{DEAD_LETTERED, DEDUPLICATED, PROCESSED},
 };
 use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets, wait_until};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
@@ -131,13 +130,7 @@ fn encoded(codec: &Codec, events: &[Event<ConfigChange>]) -> Vec<(i32, String, V
         .collect()
 }
 
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    metrics: Arc<Metrics>,
-}
-
-fn start(bootstrap: &str, codec: Arc<Codec>, dedupe: Dedupe) -> Running {
+fn start(bootstrap: &str, codec: Arc<Codec>, dedupe: Dedupe) -> RunningStage {
     start_as(Mirror::default(), bootstrap, codec, dedupe)
 }
 
@@ -146,32 +139,8 @@ fn start_as<P: Processor>(
     bootstrap: &str,
     codec: Arc<Codec>,
     dedupe: Dedupe,
-) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics = Arc::new(Metrics::default());
-    let parts = Parts {
-        codec,
-        metrics: metrics.clone(),
-        health: Arc::new(Health::default()),
-        dedupe,
-        source: Source {
-            service: "gold-processor".into(),
-            instance: "test".into(),
-        },
-    };
-    let task = tokio::spawn(runtime::run_stage(
-        processor,
-        parts,
-        RuntimeArgs::for_tests(bootstrap),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        stop,
-        task,
-        metrics,
-    }
+) -> RunningStage {
+    RunningStage::start(processor, RuntimeArgs::for_tests(bootstrap), codec, dedupe)
 }
 
 /// Reads `topic` (all partitions) from the start with a plain consumer of its own group.
@@ -271,8 +240,8 @@ async fn outputs_dlq_and_offsets() {
     )
     .await
     .expect("outputs");
-    let _ = stage.stop.send(());
-    stage.task.await.expect("join").expect("clean stop");
+    let metrics = stage.metrics.clone();
+    stage.stop().await.expect("clean stop");
 
     // Every input offset was committed after its outputs.
     let ends = end_offsets(&b, "config.changes", 6).expect("ends");
@@ -352,7 +321,7 @@ async fn outputs_dlq_and_offsets() {
         |d| header(d, "dlq.first.failure").is_some() && header(d, "dlq.last.failure").is_some()
     ));
 
-    let text = stage.metrics.render();
+    let text = metrics.render();
     assert!(
         text.contains(
             "adpipe_events_retried_total{stage=\"gold-processor\",topic=\"config.changes\"} 4"
@@ -413,8 +382,7 @@ async fn killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing() {
     while causes(&out) < 400 && std::time::Instant::now() < deadline {
         out.extend(reader.poll().as_ref().and_then(codec_decode));
     }
-    let _ = second.stop.send(());
-    second.task.await.expect("join").expect("clean stop");
+    second.stop().await.expect("clean stop");
 
     assert_eq!(causes(&out), 400, "no input lost");
     // A redelivered input yields outputs with the same event ids: distinct ids == inputs.
@@ -445,10 +413,10 @@ async fn killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing() {
     })
     .await
     .expect("third run skipped the redeliveries");
-    let _ = third.stop.send(());
-    third.task.await.expect("join").expect("clean stop");
-    assert_eq!(third.metrics.total(DEDUPLICATED), 400);
-    assert_eq!(third.metrics.total(PROCESSED), 0, "nothing processed twice");
+    let metrics = third.metrics.clone();
+    third.stop().await.expect("clean stop");
+    assert_eq!(metrics.total(DEDUPLICATED), 400);
+    assert_eq!(metrics.total(PROCESSED), 0, "nothing processed twice");
 }
 
 fn codec_decode(r: &rdkafka::message::OwnedMessage) -> Option<Event<AuditEvent>> {
