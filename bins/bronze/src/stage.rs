@@ -209,12 +209,11 @@ pub fn parser_name(dsp: DspType) -> String {
 
 /// Read `dsp_type`.
 pub fn dsp(dsp_type: &str) -> Result<DspType, ParseError> {
-    let wanted = dsp_type.trim().to_ascii_lowercase();
-    DspType::ALL
-        .iter()
-        .copied()
-        .find(|d| d.to_string() == wanted)
-        .ok_or_else(|| ParseError::UnknownDsp(dsp_type.to_owned()))
+    dsp_type
+        .trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| ParseError::UnknownDsp(dsp_type.to_owned()))
 }
 
 /// A JSON value as the text the source meant; `None` for null.

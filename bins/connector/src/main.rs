@@ -3,7 +3,6 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use chrono::{NaiveDate, Utc};
 use clap::Parser;
 use connector::{
@@ -57,9 +56,10 @@ struct Args {
         long,
         env = "SIM_DSPS",
         value_delimiter = ',',
+        value_parser = |s: &str| s.trim().parse::<DspType>(),
         default_value = "dv360,ttd,meta,crm"
     )]
-    dsps: Vec<String>,
+    dsps: Vec<DspType>,
     /// Passes over the simulated window, each with the next seed (new pulls); 0 = forever.
     #[arg(long, env = "SIM_PASSES", default_value_t = 1)]
     passes: u64,
@@ -86,19 +86,6 @@ struct Args {
     max_in_flight: usize,
 }
 
-fn dsps(names: &[String]) -> anyhow::Result<Vec<DspType>> {
-    names
-        .iter()
-        .map(|n| {
-            DspType::ALL
-                .iter()
-                .copied()
-                .find(|d| d.to_string() == n.trim())
-                .with_context(|| format!("--dsps: unknown source {n:?} (dv360, ttd, meta, crm)"))
-        })
-        .collect()
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     let codec: Arc<Codec> = runtime::codec(
         args.schema_registry_url.as_deref(),
@@ -121,7 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 days: args.days,
                 end_date: args.end_date.unwrap_or(today),
                 bad_share: args.bad_share,
-                dsps: dsps(&args.dsps)?,
+                dsps: args.dsps.clone(),
             };
             let per_pass = Simulator::new(base.clone()).total_rows();
             let passes = args.passes;

@@ -20,11 +20,10 @@ use envelope::{
 };
 use rdkafka::{
     Message,
-    consumer::{BaseConsumer, Consumer},
     producer::{FutureProducer, FutureRecord},
 };
 use schemas::CompatibilityLevel;
-use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets};
+use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets, read_records};
 use topics::{PartitionKey, Topic, partition_for};
 
 fn row(i: usize, date: &str) -> CleanedRow {
@@ -78,20 +77,11 @@ impl Drop for KillOnDrop {
 
 /// The values of the first `n` records of `topic`, waiting at most `within`.
 fn collect(b: &str, topic: &str, n: usize, within: Duration) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = client_config(b)
-        .set("group.id", format!("reader-{}", Id::new()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("reader");
-    c.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(m.payload().unwrap_or_default().to_vec());
-        }
-    }
-    out
+    read_records(b, topic, n, within)
+        .expect("reader")
+        .iter()
+        .map(|m| m.payload().unwrap_or_default().to_vec())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

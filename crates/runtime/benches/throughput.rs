@@ -10,16 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use envelope::{Codec, Event, Source, payload::config::ConfigChange};
+use envelope::{Codec, Event, payload::config::ConfigChange};
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
     producer::{FutureProducer, FutureRecord},
 };
-use runtime::{
-    Outputs, Parts, ProcessError, Processor, RuntimeArgs, dedupe::Dedupe, engine::Health,
-    metrics::Metrics,
-};
+use runtime::testing::RunningStage;
+use runtime::{Outputs, ProcessError, Processor, RuntimeArgs, dedupe::Dedupe};
 use testkit::{Broker, client_config, create_topics};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -101,26 +99,13 @@ async fn passthrough(b: &str, n: usize) -> Duration {
 }
 
 async fn stage(b: &str, n: usize, codec: Arc<Codec>) -> Duration {
-    let metrics = Arc::new(Metrics::default());
-    let parts = Parts {
-        codec,
-        metrics: metrics.clone(),
-        health: Arc::new(Health::default()),
-        dedupe: Dedupe::memory(n * 2),
-        source: Source {
-            service: "bench".into(),
-            instance: "bench".into(),
-        },
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime::run_stage(
+    let stage = RunningStage::start(
         Mirror,
-        parts,
         RuntimeArgs::for_tests(b),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+        codec,
+        Dedupe::memory(n * 2),
+    );
+    let metrics = stage.metrics.clone();
     // Timed from the first record in (group join excluded, as for the bare loop), polled
     // every millisecond.
     while metrics.total(runtime::metrics::MESSAGES_IN) == 0 {
@@ -131,8 +116,7 @@ async fn stage(b: &str, n: usize, codec: Arc<Codec>) -> Duration {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
-    let _ = stop.send(());
-    task.await.expect("join").expect("stage");
+    stage.stop().await.expect("stage");
     elapsed
 }
 

@@ -262,7 +262,12 @@ pub async fn run_stage<P: Processor>(
         let processed = &w.processed;
         let tx = w.partitions.entry(msg.partition()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(args.max_in_flight_per_partition.max(1));
-            tasks.spawn(worker(shared.clone(), rx, processed.clone()));
+            tasks.spawn(worker(
+                shared.clone(),
+                rx,
+                processed.clone(),
+                (msg.topic().to_owned(), msg.partition()),
+            ));
             tx
         });
         // Backpressure: a full partition queue holds the loop until the worker catches up.
@@ -304,10 +309,8 @@ struct TopicWorkers {
 /// A record whose outputs (or dead letter) are in flight; resolves once acknowledged.
 type InFlight = std::pin::Pin<Box<dyn Future<Output = Option<Completion>> + Send>>;
 
-/// What to do once a record's writes are acknowledged.
+/// What to do once a record's writes are acknowledged (its worker knows the partition).
 struct Completion {
-    topic: String,
-    partition: i32,
     offset: i64,
     /// The event id to mark done (a processed event; not a duplicate or dead letter).
     mark: Option<envelope::Id>,
@@ -325,6 +328,7 @@ async fn worker<P: Processor>(
     shared: Arc<Shared<P>>,
     mut rx: mpsc::Receiver<OwnedMessage>,
     processed: Counter,
+    (topic, partition): (String, i32),
 ) {
     use futures::StreamExt as _;
     let max = shared.args.max_in_flight_per_partition.max(1);
@@ -335,7 +339,7 @@ async fn worker<P: Processor>(
         tokio::select! {
             biased;
             done = inflight.next(), if !inflight.is_empty() => match done {
-                Some(Some(c)) => complete(&shared, c, &processed).await,
+                Some(Some(c)) => complete(&shared, c, &processed, &topic, partition).await,
                 // Stopping before the writes were acknowledged: leave the rest for redelivery.
                 _ => return,
             },
@@ -356,7 +360,13 @@ async fn worker<P: Processor>(
 }
 
 /// The writes of a record are acknowledged: mark its event, store its offset, count it.
-async fn complete<P: Processor>(shared: &Shared<P>, c: Completion, processed: &Counter) {
+async fn complete<P: Processor>(
+    shared: &Shared<P>,
+    c: Completion,
+    processed: &Counter,
+    topic: &str,
+    partition: i32,
+) {
     if let Some(id) = c.mark {
         for id in c.keys.iter().copied().chain([id]) {
             if let Err(e) = shared.dedupe.mark(id).await {
@@ -366,12 +376,9 @@ async fn complete<P: Processor>(shared: &Shared<P>, c: Completion, processed: &C
         }
         processed.inc();
     }
-    if let Err(e) = shared
-        .consumer
-        .store_offset(&c.topic, c.partition, c.offset)
-    {
+    if let Err(e) = shared.consumer.store_offset(topic, partition, c.offset) {
         // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
-        tracing::debug!(error = %e, topic = %c.topic, partition = c.partition, "offset not stored");
+        tracing::debug!(error = %e, topic, partition, "offset not stored");
     }
     shared
         .metrics
@@ -404,10 +411,9 @@ fn backoff(args: &RuntimeArgs, attempt: u32) -> Duration {
 async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Option<InFlight> {
     let start = Instant::now();
     let group = P::GROUP.name();
-    let l = labels(group, msg.topic());
+    // Labels are built only on the paths that count something (not per processed record).
+    let l = |msg: &OwnedMessage| labels(group, msg.topic());
     let completion = move |mark: Option<envelope::Id>, dead: bool, msg: &OwnedMessage| Completion {
-        topic: msg.topic().to_owned(),
-        partition: msg.partition(),
         offset: msg.offset(),
         mark,
         keys: Vec::new(),
@@ -449,7 +455,7 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
                 shared
                     .metrics
                     .failed
-                    .get_or_create(&with_code(&l, e.code()))
+                    .get_or_create(&with_code(&l(&msg), e.code()))
                     .inc();
                 let f = failure(e.code(), e.to_string(), attempt, first);
                 return Some(dead_letter_later(msg, f));
@@ -460,7 +466,7 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
         let _guard = span.enter();
         match shared.dedupe.seen(meta.event_id).await {
             Ok(true) => {
-                shared.metrics.deduplicated.get_or_create(&l).inc();
+                shared.metrics.deduplicated.get_or_create(&l(&msg)).inc();
                 let c = completion(None, false, &msg);
                 return Some(Box::pin(async move { Some(c) }));
             }
@@ -490,10 +496,10 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
                 shared
                     .metrics
                     .failed
-                    .get_or_create(&with_code(&l, e.code))
+                    .get_or_create(&with_code(&l(&msg), e.code))
                     .inc();
                 if e.retryable && attempt < shared.args.retry_attempts {
-                    shared.metrics.retried.get_or_create(&l).inc();
+                    shared.metrics.retried.get_or_create(&l(&msg)).inc();
                     tracing::warn!(code = e.code, error = %e.message, attempt, "retrying");
                     if !pause(shared, attempt).await {
                         return None;

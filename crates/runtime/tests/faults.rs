@@ -9,16 +9,15 @@ use std::{
 };
 
 use envelope::{
-    Codec, Event, Source,
+    Codec, Event,
     payload::{audit::AuditEvent, config::ConfigChange},
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use runtime::testing::config_change;
+use runtime::testing::{RunningStage, config_change};
 use runtime::{
-    Outputs, Parts, ProcessError, Processor, RuntimeArgs,
+    Outputs, ProcessError, Processor, RuntimeArgs,
     dedupe::Dedupe,
-    engine::Health,
-    metrics::{DEAD_LETTERED, Metrics, PROCESSED},
+    metrics::{DEAD_LETTERED, PROCESSED},
 };
 use testkit::{Broker, client_config, create_topics, free_port, wait_until};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
@@ -85,22 +84,6 @@ async fn produce_changes(b: &str, codec: &Codec, range: std::ops::Range<usize>) 
     }
 }
 
-fn parts(codec: Arc<Codec>, dedupe: Dedupe) -> (Parts, Arc<Metrics>, Arc<Health>) {
-    let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::default());
-    let parts = Parts {
-        codec,
-        metrics: metrics.clone(),
-        health: health.clone(),
-        dedupe,
-        source: Source {
-            service: "test".into(),
-            instance: "t".into(),
-        },
-    };
-    (parts, metrics, health)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dlq_breaker_stops_a_bad_deploy() {
     let broker = Broker::start_memory().expect("broker");
@@ -114,11 +97,8 @@ async fn the_dlq_breaker_stops_a_bad_deploy() {
     let mut args = RuntimeArgs::for_tests(&b);
     args.dlq_breaker_window = 20;
     args.dlq_breaker_threshold = 0.5;
-    let (parts, metrics, health) = parts(codec, Dedupe::memory(1000));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime::run_stage(Refuser, parts, args, async move {
-        let _ = stopped.await;
-    }));
+    let stage = RunningStage::start(Refuser, args, codec, Dedupe::memory(1000));
+    let (metrics, health) = (stage.metrics.clone(), stage.health.clone());
     let h = health.clone();
     wait_until(Duration::from_secs(60), "the breaker to open", || {
         let open = h.breaker_open.load(std::sync::atomic::Ordering::Relaxed);
@@ -128,8 +108,7 @@ async fn the_dlq_breaker_stops_a_bad_deploy() {
     .expect("breaker");
     assert!(!health.ready(), "an open breaker makes the stage not ready");
     assert!(metrics.render().contains("adpipe_dlq_breaker_open 1"));
-    let _ = stop.send(());
-    task.await.expect("join").expect("clean stop");
+    stage.stop().await.expect("clean stop");
     let dead = metrics.total(DEAD_LETTERED) as i64;
     assert!(
         (20..200).contains(&dead),
@@ -204,16 +183,13 @@ async fn a_redis_outage_degrades_to_at_least_once() {
             break;
         }
     }
-    let (parts, metrics, _) = parts(codec.clone(), dedupe.expect("dedupe on the test's redis"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime::run_stage(
+    let stage = RunningStage::start(
         Echo,
-        parts,
         RuntimeArgs::for_tests(&b),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+        codec.clone(),
+        dedupe.expect("dedupe on the test's redis"),
+    );
+    let metrics = stage.metrics.clone();
     produce_changes(&b, &codec, 0..50).await;
     // Counted by the stage (Tansu's high watermark under-reports batched produce).
     wait_until(Duration::from_secs(60), "first outputs", || {
@@ -237,8 +213,7 @@ async fn a_redis_outage_degrades_to_at_least_once() {
             .lines()
             .any(|l| l.starts_with("adpipe_dedupe_unavailable_total ") && !l.ends_with(" 0"))
     );
-    let _ = stop.send(());
-    task.await.expect("join").expect("clean stop");
+    stage.stop().await.expect("clean stop");
 }
 
 #[tokio::test]

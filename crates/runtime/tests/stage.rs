@@ -25,7 +25,9 @@ use runtime::{
     dedupe::Dedupe,
     metrics::{DEAD_LETTERED, DEDUPLICATED, PROCESSED},
 };
-use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets, wait_until};
+use testkit::{
+    Broker, client_config, committed_offsets, create_topics, end_offsets, read_records, wait_until,
+};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 /// Mirrors each config change as an audit event. Keys starting with `fail/` are refused
@@ -168,17 +170,6 @@ impl Reader {
     }
 }
 
-/// `expected` records of `topic`, or fewer if they do not arrive within 60 s.
-fn read_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let mut reader = Reader::new(bootstrap, topic);
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while out.len() < expected && std::time::Instant::now() < deadline {
-        out.extend(reader.poll());
-    }
-    out
-}
-
 fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
     let h = m.headers()?;
     h.iter()
@@ -251,7 +242,13 @@ async fn outputs_dlq_and_offsets() {
     );
 
     // Exactly one audit event per good input, caused by it, on the org's partition.
-    let outputs = read_all(&b, "audit.events", want_out as usize);
+    let outputs = read_records(
+        &b,
+        "audit.events",
+        want_out as usize,
+        Duration::from_secs(60),
+    )
+    .expect("outputs");
     assert_eq!(outputs.len(), want_out as usize);
     let by_cause: HashMap<Id, usize> = outputs.iter().fold(HashMap::new(), |mut m, r| {
         let e: Event<AuditEvent> = codec
@@ -285,7 +282,13 @@ async fn outputs_dlq_and_offsets() {
     }
 
     // Dead letters: original bytes and key, with the error headers.
-    let dlq = read_all(&b, "config.changes.dlq", want_dlq as usize);
+    let dlq = read_records(
+        &b,
+        "config.changes.dlq",
+        want_dlq as usize,
+        Duration::from_secs(60),
+    )
+    .expect("dead letters");
     assert_eq!(dlq.len(), want_dlq as usize);
     for (partition, key, value, code) in &malformed {
         let d = dlq
