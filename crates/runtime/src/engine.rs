@@ -271,7 +271,8 @@ pub async fn run_stage<P: Processor>(
             tx
         });
         // Backpressure: a full partition queue holds the loop until the worker catches up.
-        if tx.send(msg).await.is_err() {
+        // A worker stopped by the breaker drops its queue: the loop's top then pauses.
+        if tx.send(msg).await.is_err() && !health.breaker_open.load(Ordering::Relaxed) {
             break;
         }
     }
@@ -316,7 +317,6 @@ struct Completion {
     mark: Option<envelope::Id>,
     /// The stage's own idempotency keys to mark done with it.
     keys: Vec<envelope::Id>,
-    dead: bool,
     start: Instant,
 }
 
@@ -335,7 +335,10 @@ async fn worker<P: Processor>(
     let mut inflight: futures::stream::FuturesOrdered<InFlight> =
         futures::stream::FuturesOrdered::new();
     let mut open = true;
-    while open || !inflight.is_empty() {
+    let taking = |open: bool| open && !shared.health.breaker_open.load(Ordering::Relaxed);
+    // With the breaker open, no new record is taken; writes already started are still
+    // awaited, so their offsets are stored and their dead letters counted.
+    while taking(open) || !inflight.is_empty() {
         tokio::select! {
             biased;
             done = inflight.next(), if !inflight.is_empty() => match done {
@@ -343,13 +346,22 @@ async fn worker<P: Processor>(
                 // Stopping before the writes were acknowledged: leave the rest for redelivery.
                 _ => return,
             },
-            msg = rx.recv(), if open && inflight.len() < max => match msg {
+            msg = rx.recv(), if taking(open) && inflight.len() < max => match msg {
                 Some(msg) => {
-                    if shared.health.breaker_open.load(Ordering::Relaxed) || shared.stopping.load(Ordering::Relaxed) {
+                    if shared.stopping.load(Ordering::Relaxed) {
                         return;
                     }
+                    if shared.health.breaker_open.load(Ordering::Relaxed) {
+                        continue; // not taken: redelivered after the stage restarts
+                    }
                     match prepare(&shared, msg).await {
-                        Some(f) => inflight.push_back(f),
+                        Some((f, dead)) => {
+                            // Counted as decided, not as acknowledged: with writes in flight,
+                            // a breaker fed by acks would open only after a whole
+                            // `max_in_flight_per_partition` of dead letters was started.
+                            note_outcome(&shared, dead);
+                            inflight.push_back(f);
+                        }
                         None => return,
                     }
                 }
@@ -359,7 +371,7 @@ async fn worker<P: Processor>(
     }
 }
 
-/// The writes of a record are acknowledged: mark its event, store its offset, count it.
+/// The writes of a record are acknowledged: mark its event, store its offset, time it.
 async fn complete<P: Processor>(
     shared: &Shared<P>,
     c: Completion,
@@ -384,10 +396,14 @@ async fn complete<P: Processor>(
         .metrics
         .processing_seconds
         .observe(c.start.elapsed().as_secs_f64());
+}
+
+/// Feed the DLQ circuit breaker one record's outcome; open it above the threshold.
+fn note_outcome<P: Processor>(shared: &Shared<P>, dead: bool) {
     let open = shared
         .breaker
         .lock()
-        .map(|mut b| b.record(c.dead))
+        .map(|mut b| b.record(dead))
         .unwrap_or(false);
     if open && !shared.health.breaker_open.swap(true, Ordering::Relaxed) {
         shared.metrics.breaker_open.set(1);
@@ -408,22 +424,24 @@ fn backoff(args: &RuntimeArgs, attempt: u32) -> Duration {
 
 /// Decode, dedupe and process one record (retrying retryable errors in place) and start its
 /// writes: the outputs, or the dead letter. `None` when the stage is stopping.
-async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Option<InFlight> {
+async fn prepare<P: Processor>(
+    shared: &Arc<Shared<P>>,
+    msg: OwnedMessage,
+) -> Option<(InFlight, bool)> {
     let start = Instant::now();
     let group = P::GROUP.name();
     // Labels are built only on the paths that count something (not per processed record).
     let l = |msg: &OwnedMessage| labels(group, msg.topic());
-    let completion = move |mark: Option<envelope::Id>, dead: bool, msg: &OwnedMessage| Completion {
+    let completion = move |mark: Option<envelope::Id>, msg: &OwnedMessage| Completion {
         offset: msg.offset(),
         mark,
         keys: Vec::new(),
-        dead,
         start,
     };
     let dead_letter_later = move |msg: OwnedMessage, f: Failure| -> InFlight {
         let shared = shared.clone();
         Box::pin(async move {
-            let c = completion(None, true, &msg);
+            let c = completion(None, &msg);
             dead_letter(&shared, &msg, f).await.then_some(c)
         })
     };
@@ -434,7 +452,7 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
             1,
             Timestamp::now(),
         );
-        return Some(dead_letter_later(msg, f));
+        return Some((dead_letter_later(msg, f), true));
     };
     let first = Timestamp::now();
     let mut attempt = 0u32;
@@ -458,7 +476,7 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
                     .get_or_create(&with_code(&l(&msg), e.code()))
                     .inc();
                 let f = failure(e.code(), e.to_string(), attempt, first);
-                return Some(dead_letter_later(msg, f));
+                return Some((dead_letter_later(msg, f), true));
             }
         };
         let meta = input.metadata().clone();
@@ -467,8 +485,8 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
         match shared.dedupe.seen(meta.event_id).await {
             Ok(true) => {
                 shared.metrics.deduplicated.get_or_create(&l(&msg)).inc();
-                let c = completion(None, false, &msg);
-                return Some(Box::pin(async move { Some(c) }));
+                let c = completion(None, &msg);
+                return Some((Box::pin(async move { Some(c) }), false));
             }
             Ok(false) => {}
             Err(e) => {
@@ -481,12 +499,12 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
         match shared.processor.process(input, &mut out).await {
             Ok(()) => {
                 let (records, keys) = out.into_parts();
-                let mut c = completion(Some(meta.event_id), false, &msg);
+                let mut c = completion(Some(meta.event_id), &msg);
                 c.keys = keys;
                 let shared = shared.clone();
-                return Some(Box::pin(async move {
-                    produce_all(&shared, records).await.then_some(c)
-                }));
+                let f: InFlight =
+                    Box::pin(async move { produce_all(&shared, records).await.then_some(c) });
+                return Some((f, false));
             }
             Err(e) => {
                 // Keys reserved by a failed attempt are not in flight any more.
@@ -507,7 +525,7 @@ async fn prepare<P: Processor>(shared: &Arc<Shared<P>>, msg: OwnedMessage) -> Op
                     continue;
                 }
                 let f = failure(e.code, e.message, attempt, first);
-                return Some(dead_letter_later(msg, f));
+                return Some((dead_letter_later(msg, f), true));
             }
         }
     }
