@@ -114,6 +114,7 @@ impl Processor for Silver {
             .unwrap_or_else(PoisonError::into_inner)
             .observe(row.dedupe_key(input.metadata.org_id));
         if row.quality.verdict == QualityVerdict::Quarantine {
+            out.count_quarantined();
             out.emit(AuditEvent::data_decision(
                 Self::GROUP.name(),
                 "row.quarantined",

@@ -15,6 +15,7 @@ use envelope::{
         audit::AuditEvent,
         bronze::{CleanedRow, IngestionMetadata},
         common::{DspType, EntityType, RowKind},
+        etl::{Execution, RunStatus},
         silver::{ProcessedRow, QualityVerdict},
     },
 };
@@ -95,6 +96,7 @@ async fn silver_scores_rows_and_stops_cleanly_on_sigterm() {
             ("bronze.data.cleaned.dlq", 12),
             ("silver.data.processed", 12),
             ("audit.events", 6),
+            ("etl.execution", 6),
         ],
     )
     .await
@@ -150,30 +152,29 @@ async fn silver_scores_rows_and_stops_cleanly_on_sigterm() {
             .expect("produced");
     }
 
+    let log_path = std::env::var("SILVER_TEST_LOGFILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("silver.log"));
+    let log_file = std::fs::File::create(&log_path).expect("log");
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_silver"))
             .env("KAFKA_BOOTSTRAP_SERVERS", &b)
             .env("SCHEMA_REGISTRY_URL", &registry_url)
             .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("SHUTDOWN_GRACE_SECS", "10")
+            .env("RUN_REPORT_SECS", "1")
             .env("LOG_FORMAT", "json")
             .env(
                 "RUST_LOG",
                 std::env::var("SILVER_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(
-                    std::env::var("SILVER_TEST_LOGFILE")
-                        .map(std::path::PathBuf::from)
-                        .unwrap_or_else(|_| dir.path().join("silver.log")),
-                )
-                .expect("log"),
-            )
+            // Logs go to stdout; fatal errors to stderr.
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
             .spawn()
             .expect("silver starts"),
     );
-    let log = || std::fs::read_to_string(dir.path().join("silver.log")).unwrap_or_default();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     // Count outputs by consuming them: Tansu's high watermark under-reports batched produce.
     let rows_bytes = collect(
         &b,
@@ -242,4 +243,36 @@ async fn silver_scores_rows_and_stops_cleanly_on_sigterm() {
             .as_deref()
             .is_some_and(|r| r.contains("2024-02-30"))
     }));
+
+    // Run events (all produced before silver exited): `started` first, `progress` while it
+    // ran, `completed` last with every input counted.
+    let mut runs: Vec<Event<Execution>> = Vec::new();
+    for v in read_records(&b, "etl.execution", usize::MAX, Duration::from_secs(10)).expect("reader")
+    {
+        runs.push(
+            codec
+                .decode(v.payload().unwrap_or_default())
+                .await
+                .expect("run event decodes"),
+        );
+    }
+    assert!(
+        runs.len() >= 2,
+        "started and completed at least: {runs:#?}; silver's log:\n{}",
+        log()
+    );
+    assert_eq!(runs[0].payload.status, RunStatus::Started);
+    assert!(
+        runs.iter()
+            .all(|r| r.payload.pipeline_id == "silver-processor")
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.payload.run_id == runs[0].payload.run_id)
+    );
+    let last = runs.last().expect("runs");
+    assert_eq!(last.payload.status, RunStatus::Completed);
+    assert_eq!(last.payload.counts.records_in, (good + bad) as i64);
+    assert_eq!(last.payload.counts.quarantined, bad as i64);
+    assert_eq!(last.payload.counts.records_out, (good + bad + bad) as i64);
 }

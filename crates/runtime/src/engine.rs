@@ -31,9 +31,11 @@ use crate::{
     dedupe::Dedupe,
     dlq::{Failure, dlq_headers},
     metrics::{Labels, Metrics},
-    processor::{Input, OutRecord, Outputs, Processor},
+    processor::{Input, OutRecord, Outputs, Position, Processor, Tick},
+    runs::{Run, system_cause},
     settings::RuntimeArgs,
 };
+use envelope::payload::etl::RunStatus;
 
 /// Consumer settings that work well on Tansu and on Kafka alike (see the README): a new group
 /// member joins in seconds instead of ~23 s on Tansu.
@@ -175,6 +177,10 @@ pub async fn run_stage<P: Processor>(
         source,
     } = parts;
     let group = P::GROUP.name();
+    processor
+        .start()
+        .await
+        .map_err(|e| e.context(format!("starting {group}")))?;
     let mut cc = client_config(&args);
     for (k, v) in CONSUMER_DEFAULTS {
         cc.set(*k, *v);
@@ -215,6 +221,20 @@ pub async fn run_stage<P: Processor>(
     });
     health.running.store(true, Ordering::Relaxed);
     tracing::info!(group, topics = ?names, "stage consuming");
+    let run = Run::begin(group, &shared.source.instance);
+    // Weak references, like the lag task's: a crashed (aborted) stage leaves no task behind
+    // that keeps its consumer in the group.
+    let report_task = (args.run_report_secs > 0).then(|| {
+        tokio::spawn(report_runs(
+            Arc::downgrade(&shared),
+            run.clone(),
+            Duration::from_secs(args.run_report_secs),
+        ))
+    });
+    let tick_task = shared
+        .processor
+        .tick_interval()
+        .map(|every| tokio::spawn(ticker(Arc::downgrade(&shared), every)));
 
     // A weak reference: if this stage is dropped (aborted), the consumer closes and leaves the
     // group instead of lingering as a member that holds partitions.
@@ -292,8 +312,26 @@ pub async fn run_stage<P: Processor>(
         tasks.abort_all();
     }
     lag_task.abort();
+    for task in [report_task, tick_task].into_iter().flatten() {
+        task.abort();
+    }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit (nothing to commit is fine)");
+    }
+    if args.run_report_secs > 0 {
+        let (status, error) = if health.breaker_open.load(Ordering::Relaxed) {
+            let why = "stopped by the DLQ circuit breaker".to_owned();
+            (RunStatus::Failed, Some(why))
+        } else {
+            (RunStatus::Completed, None)
+        };
+        let sent = emit_run(&shared, &run, status, error);
+        if tokio::time::timeout(Duration::from_secs(5), sent)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the final run event was not acknowledged within 5 s");
+        }
     }
     tracing::info!("stage stopped");
     Ok(())
@@ -495,7 +533,12 @@ async fn prepare<P: Processor>(
             }
         }
         let mut out = Outputs::new(&shared.codec, &meta, &shared.source)
-            .with_store(&shared.dedupe, &shared.metrics);
+            .with_store(&shared.dedupe, &shared.metrics)
+            .at(Position {
+                topic,
+                partition: msg.partition(),
+                offset: msg.offset(),
+            });
         match shared.processor.process(input, &mut out).await {
             Ok(()) => {
                 let (records, keys) = out.into_parts();
@@ -503,7 +546,7 @@ async fn prepare<P: Processor>(
                 c.keys = keys;
                 let shared = shared.clone();
                 let f: InFlight =
-                    Box::pin(async move { produce_all(&shared, records).await.then_some(c) });
+                    Box::pin(async move { produce_all(&shared, records, true).await.then_some(c) });
                 return Some((f, false));
             }
             Err(e) => {
@@ -563,8 +606,13 @@ fn owned_headers(headers: &[(&'static str, String)]) -> OwnedHeaders {
 }
 
 /// Produce records and wait for every acknowledgement, retrying failed sends until they are
-/// acknowledged; false only when the stage is stopping.
-async fn produce_all<P: Processor>(shared: &Shared<P>, records: Vec<OutRecord>) -> bool {
+/// acknowledged; false only when the stage is stopping. `counted`: the records are the
+/// stage's outputs (counted in `adpipe_records_produced`), not its own run events.
+async fn produce_all<P: Processor>(
+    shared: &Shared<P>,
+    records: Vec<OutRecord>,
+    counted: bool,
+) -> bool {
     let mut pending: Vec<OutRecord> = records;
     let mut attempt = 0;
     while !pending.is_empty() {
@@ -581,6 +629,7 @@ async fn produce_all<P: Processor>(shared: &Shared<P>, records: Vec<OutRecord>) 
             )
         });
         let results = futures::future::join_all(sends).await;
+        let results_len = results.len();
         let failed: Vec<OutRecord> = pending
             .into_iter()
             .zip(results)
@@ -592,6 +641,12 @@ async fn produce_all<P: Processor>(shared: &Shared<P>, records: Vec<OutRecord>) 
                 }
             })
             .collect();
+        if counted {
+            shared
+                .metrics
+                .produced
+                .inc_by((results_len - failed.len()) as u64);
+        }
         pending = failed;
         if !pending.is_empty() && !pause(shared, attempt).await {
             return false;
@@ -644,6 +699,83 @@ async fn dead_letter<P: Processor>(
                 if !pause(shared, attempt).await {
                     return false;
                 }
+            }
+        }
+    }
+}
+
+/// Emit one run event; true once acknowledged.
+async fn emit_run<P: Processor>(
+    shared: &Shared<P>,
+    run: &Run,
+    status: RunStatus,
+    error: Option<String>,
+) -> bool {
+    let cause = system_cause(&shared.source, "adpipe.run");
+    let mut out = Outputs::new(&shared.codec, &cause, &shared.source);
+    let event = run.event(status, &shared.metrics, error);
+    if let Err(e) = out.emit_new(0, event) {
+        tracing::warn!(error = %e, "run event not encoded");
+        return false;
+    }
+    produce_all(shared, out.into_records(), false).await
+}
+
+/// `started` at once, then `progress` every `every`.
+async fn report_runs<P: Processor>(shared: std::sync::Weak<Shared<P>>, run: Run, every: Duration) {
+    let mut status = RunStatus::Started;
+    loop {
+        {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            emit_run(&shared, &run, status, None).await;
+        }
+        status = RunStatus::Progress;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Every `every`: the processor's tick on the partitions this instance owns, its outputs
+/// produced and acknowledged before the next tick.
+async fn ticker<P: Processor>(shared: std::sync::Weak<Shared<P>>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await; // the first tick completes at once; the stage just started
+    loop {
+        interval.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let assigned: Vec<(Topic, i32)> = shared
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter_map(|e| Some((Topic::from_name(e.topic())?, e.partition())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if assigned.is_empty() || shared.health.breaker_open.load(Ordering::Relaxed) {
+            continue;
+        }
+        let tick = Tick {
+            at: Timestamp::now(),
+            assigned,
+        };
+        let cause = system_cause(&shared.source, "adpipe.tick");
+        let mut out = Outputs::new(&shared.codec, &cause, &shared.source);
+        match shared.processor.tick(&tick, &mut out).await {
+            Ok(()) => {
+                let records = out.into_records();
+                let n = records.len();
+                if produce_all(&shared, records, true).await && n > 0 {
+                    tracing::info!(records = n, "tick flushed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(code = e.code, error = %e.message, "tick failed; the next one tries again")
             }
         }
     }

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod processor;
+pub mod runs;
 pub mod settings;
 pub mod testing;
 
@@ -25,7 +26,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use engine::{Health, Parts, producer, run_stage};
 use envelope::{Codec, RegistryClient, Source};
-pub use processor::{Input, OutRecord, Outputs, ProcessError, Processor};
+pub use processor::{Input, OutRecord, Outputs, Position, ProcessError, Processor, Tick};
 pub use settings::RuntimeArgs;
 
 /// The command line of a stage binary: the runtime's settings plus the stage's own.
@@ -70,7 +71,11 @@ async fn shutdown_signal() {
 /// Build the parts of a stage from its settings: registry client and codec with the output
 /// schemas registered, dedupe store, metrics, health and the envelope source.
 pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
-    let codec = codec(args.schema_registry_url.as_deref(), &P::outputs()).await?;
+    let mut outputs = P::outputs();
+    if args.run_report_secs > 0 {
+        outputs.push(topics::Topic::EtlExecution);
+    }
+    let codec = codec(args.schema_registry_url.as_deref(), &outputs).await?;
     let group = P::GROUP.name();
     let dedupe = match &args.redis_url {
         Some(url) => {

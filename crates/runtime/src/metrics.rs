@@ -18,6 +18,10 @@ pub const DEAD_LETTERED: &str = "adpipe_events_dead_lettered";
 pub const DEDUPLICATED: &str = "adpipe_events_deduplicated";
 /// Dedupe store failures (processing continued at-least-once).
 pub const DEDUPE_UNAVAILABLE: &str = "adpipe_dedupe_unavailable";
+/// Records written to output topics and acknowledged (DLQ records not included).
+pub const PRODUCED: &str = "adpipe_records_produced";
+/// Rows a stage quarantined (silver's quality verdict), counted by the stage.
+pub const QUARANTINED: &str = "adpipe_rows_quarantined";
 /// Seconds from record arrival to offset stored.
 pub const PROCESSING_SECONDS: &str = "adpipe_processing_seconds";
 /// Records read, by topic (`rate()` gives the spec's messages in per second).
@@ -48,6 +52,10 @@ pub struct Metrics {
     pub deduplicated: Family<Labels, Counter>,
     /// See [`DEDUPE_UNAVAILABLE`].
     pub dedupe_unavailable: Counter,
+    /// See [`PRODUCED`].
+    pub produced: Counter,
+    /// See [`QUARANTINED`].
+    pub quarantined: Counter,
     /// See [`PROCESSING_SECONDS`].
     pub processing_seconds: Histogram,
     /// See [`MESSAGES_IN`].
@@ -70,6 +78,8 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             deduplicated: Family::default(),
             dedupe_unavailable: Counter::default(),
+            produced: Counter::default(),
+            quarantined: Counter::default(),
             processing_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
@@ -98,6 +108,12 @@ impl Default for Metrics {
             "Dedupe store failures",
             m.dedupe_unavailable.clone(),
         );
+        registry.register(
+            PRODUCED,
+            "Records produced and acknowledged",
+            m.produced.clone(),
+        );
+        registry.register(QUARANTINED, "Rows quarantined", m.quarantined.clone());
         registry.register(
             PROCESSING_SECONDS,
             "Arrival to offset stored",

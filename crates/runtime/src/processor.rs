@@ -2,9 +2,9 @@
 //! or more output events (collected in [`Outputs`]) or to a [`ProcessError`] that says whether
 //! a retry can help.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
-use envelope::{Codec, DecodeError, Event, EventMetadata, Id, Payload, Source};
+use envelope::{Codec, DecodeError, Event, EventMetadata, Id, Payload, Source, Timestamp};
 use topics::{ConsumerGroup, Topic, partition_for};
 
 use crate::{
@@ -84,7 +84,35 @@ impl<P: Payload> Input for Event<P> {
     }
 }
 
+/// Where an input record was read. A stage whose state must reflect each input once (gold)
+/// stores the offset with the state it changed, so a replayed record is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Input topic.
+    pub topic: Topic,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A timer tick (see [`Processor::tick`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// When the tick fired.
+    pub at: Timestamp,
+    /// The input partitions this instance owns now: a tick works on their keys only, so
+    /// replicas of a stage never emit the same flush twice.
+    pub assigned: Vec<(Topic, i32)>,
+}
+
 /// A stage: business logic only. The runtime does the rest.
+///
+/// Only [`Processor::process`] is required. The optional hooks: [`Processor::start`] once
+/// before consuming (migrations, connections, loading configuration), and
+/// [`Processor::tick`] every [`Processor::tick_interval`] (flushes, day rollovers).
+/// Configuration updates reach a stage as events: a stage that follows `config.changes` makes
+/// it one of its [`Input`] topics and applies each change in order with its data.
 pub trait Processor: Send + Sync + 'static {
     /// What the stage consumes.
     type Input: Input;
@@ -101,6 +129,26 @@ pub trait Processor: Send + Sync + 'static {
         input: Self::Input,
         out: &mut Outputs<'_>,
     ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+
+    /// Runs once before the stage consumes; an error stops the binary with the message.
+    fn start(&self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// How often [`Processor::tick`] runs; `None` (the default): never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A timer tick: emit with [`Outputs::emit_new`]. Outputs are produced and acknowledged
+    /// before the next tick; an error is logged and the next tick tries again.
+    fn tick(
+        &self,
+        _tick: &Tick,
+        _out: &mut Outputs<'_>,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The id of the `index`-th output of the input `cause`: a UUID v5 of both, so processing the
@@ -158,6 +206,7 @@ pub struct Outputs<'a> {
     records: Vec<OutRecord>,
     store: Option<(&'a Dedupe, &'a Metrics)>,
     marks: Vec<Id>,
+    position: Option<Position>,
 }
 
 impl<'a> Outputs<'a> {
@@ -170,7 +219,19 @@ impl<'a> Outputs<'a> {
             records: Vec::new(),
             store: None,
             marks: Vec::new(),
+            position: None,
         }
+    }
+
+    /// Outputs of the input read at `position`.
+    pub fn at(mut self, position: Position) -> Outputs<'a> {
+        self.position = Some(position);
+        self
+    }
+
+    /// Where the input was read (`None` for a tick's outputs).
+    pub fn position(&self) -> Option<Position> {
+        self.position
     }
 
     /// With the stage's dedupe store (for [`Outputs::seen_key`]).
@@ -205,6 +266,13 @@ impl<'a> Outputs<'a> {
         self.marks.push(id);
     }
 
+    /// Count a row the stage quarantined (reported in metrics and run events).
+    pub fn count_quarantined(&self) {
+        if let Some((_, metrics)) = self.store {
+            metrics.quarantined.inc();
+        }
+    }
+
     /// Emit `payload` as a new event caused by the input.
     pub fn emit<P: Payload>(&mut self, payload: P) -> Result<(), ProcessError> {
         let mut event = Event::caused_by(self.cause, self.source.clone(), payload);
@@ -212,6 +280,14 @@ impl<'a> Outputs<'a> {
         if event.metadata.traceparent.is_none() {
             event.metadata.traceparent = Some(traceparent(&event.metadata));
         }
+        self.emit_event(&event)
+    }
+
+    /// Emit `payload` as a new event of `org_id`, caused by nothing the stage consumed (a
+    /// tick's flush): fresh event and correlation ids.
+    pub fn emit_new<P: Payload>(&mut self, org_id: i64, payload: P) -> Result<(), ProcessError> {
+        let mut event = Event::new(org_id, self.source.clone(), payload);
+        event.metadata.traceparent = Some(traceparent(&event.metadata));
         self.emit_event(&event)
     }
 

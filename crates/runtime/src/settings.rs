@@ -49,6 +49,9 @@ pub struct RuntimeArgs {
     /// Log format: `pretty` for people, `json` for production.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+    /// Seconds between `progress` run events on etl.execution (0: no run events at all).
+    #[arg(long, env = "RUN_REPORT_SECS", default_value_t = 60)]
+    pub run_report_secs: u64,
     /// Seconds to finish in-flight work after SIGTERM before exiting.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -71,6 +74,7 @@ impl RuntimeArgs {
             dlq_breaker_window: 0,
             metrics_listen: "127.0.0.1:0".to_owned(),
             log_format: "pretty".to_owned(),
+            run_report_secs: 0,
             shutdown_grace_secs: 10,
         }
     }

@@ -10,14 +10,19 @@ use envelope::{
     },
 };
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
+
+use topics::partition_for;
 
 use crate::{
     RuntimeArgs,
     dedupe::Dedupe,
     engine::{Health, Parts, run_stage},
     metrics::Metrics,
-    processor::{Input, OutRecord, Outputs, ProcessError, Processor},
+    processor::{Input, OutRecord, Outputs, Position, ProcessError, Processor},
 };
 
 /// The result of processing one event in memory.
@@ -42,10 +47,11 @@ impl Checked {
     }
 }
 
-/// Encode `event`, decode it as the stage's input, process it, and return the outputs.
+/// Encode `event`, decode it as the stage's input (one event type, or an enum over several
+/// topics), process it, and return the outputs.
 pub async fn check<S, P>(stage: &S, event: &Event<P>) -> Result<Checked, ProcessError>
 where
-    S: Processor<Input = Event<P>>,
+    S: Processor,
     P: Payload,
 {
     check_with_store(stage, event, &Dedupe::memory(1024)).await
@@ -59,19 +65,45 @@ pub async fn check_with_store<S, P>(
     dedupe: &Dedupe,
 ) -> Result<Checked, ProcessError>
 where
-    S: Processor<Input = Event<P>>,
+    S: Processor,
+    P: Payload,
+{
+    let offset = NEXT_OFFSET.fetch_add(1, Ordering::Relaxed);
+    check_at(stage, event, dedupe, offset).await
+}
+
+/// Offsets [`check_with_store`] gives its inputs: increasing, as on one partition.
+static NEXT_OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// [`check_with_store`] of an input read at `offset` (of its org's partition): a test
+/// replays a record by checking the same event at the same offset again.
+pub async fn check_at<S, P>(
+    stage: &S,
+    event: &Event<P>,
+    dedupe: &Dedupe,
+    offset: i64,
+) -> Result<Checked, ProcessError>
+where
+    S: Processor,
     P: Payload,
 {
     let codec = Codec::offline();
     let bytes = codec.encode(event).expect("test events encode");
-    let input = <Event<P> as Input>::decode(&codec, P::TOPIC, &bytes).await?;
+    let input = S::Input::decode(&codec, P::TOPIC, &bytes).await?;
+    let position = Position {
+        topic: P::TOPIC,
+        partition: partition_for(event.partition_key(), P::TOPIC.spec().partitions),
+        offset,
+    };
     let source = Source {
         service: S::GROUP.name().to_owned(),
         instance: "test".to_owned(),
     };
-    let meta = input.metadata.clone();
+    let meta = input.metadata().clone();
     let metrics = Metrics::default();
-    let mut out = Outputs::new(&codec, &meta, &source).with_store(dedupe, &metrics);
+    let mut out = Outputs::new(&codec, &meta, &source)
+        .with_store(dedupe, &metrics)
+        .at(position);
     let result = stage.process(input, &mut out).await;
     let (records, keys) = out.into_parts();
     for id in keys {

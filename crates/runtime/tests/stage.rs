@@ -5,13 +5,20 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use envelope::{
     Codec, Event, Id,
-    payload::{audit::AuditEvent, config::ConfigChange},
+    payload::{
+        audit::AuditEvent,
+        config::ConfigChange,
+        etl::{Execution, RunStatus},
+    },
 };
 use rdkafka::{
     Message,
@@ -21,7 +28,7 @@ use rdkafka::{
 };
 use runtime::testing::{RunningStage, config_change};
 use runtime::{
-    Outputs, ProcessError, Processor, RuntimeArgs,
+    Outputs, ProcessError, Processor, RuntimeArgs, Tick,
     dedupe::Dedupe,
     metrics::{DEAD_LETTERED, DEDUPLICATED, PROCESSED},
 };
@@ -420,6 +427,146 @@ async fn killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing() {
     third.stop().await.expect("clean stop");
     assert_eq!(metrics.total(DEDUPLICATED), 400);
     assert_eq!(metrics.total(PROCESSED), 0, "nothing processed twice");
+}
+
+/// A stage with every hook: `start` must run before the first record, and each tick emits
+/// one `tick.flush` audit event per assigned partition.
+#[derive(Default)]
+struct Hooked {
+    started: AtomicBool,
+    ticks: Arc<AtomicUsize>,
+}
+
+impl Processor for Hooked {
+    type Input = Event<ConfigChange>;
+    const GROUP: ConsumerGroup = ConsumerGroup::GoldProcessor;
+
+    fn outputs() -> Vec<Topic> {
+        vec![Topic::AuditEvents]
+    }
+
+    async fn start(&self) -> anyhow::Result<()> {
+        self.started.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn process(
+        &self,
+        input: Event<ConfigChange>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        if !self.started.load(Ordering::SeqCst) {
+            return Err(ProcessError::permanent(
+                "TEST_NOT_STARTED",
+                "start hook not run",
+            ));
+        }
+        let position = out.position().expect("inputs have a position");
+        assert_eq!(position.topic, Topic::ConfigChanges);
+        out.emit(runtime::testing::mirrored(&input))
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(300))
+    }
+
+    async fn tick(&self, tick: &Tick, out: &mut Outputs<'_>) -> Result<(), ProcessError> {
+        assert!(out.position().is_none(), "a tick has no input");
+        for (topic, partition) in &tick.assigned {
+            let mut flush = runtime::testing::mirrored(&config_change(1, "tick"));
+            flush.action = "tick.flush".into();
+            flush.entity.entity_id = format!("{topic}/{partition}");
+            out.emit_new(i64::from(*partition) + 1, flush)?;
+        }
+        self.ticks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_tick_and_run_events() {
+    let (broker, codec) = setup().await;
+    let b = broker.bootstrap();
+    create_topics(&b, &[("etl.execution", 6)])
+        .await
+        .expect("etl topic");
+    let events: Vec<Event<ConfigChange>> = (0..30)
+        .map(|i| config_change(i % 5 + 1, &format!("org/{i}")))
+        .collect();
+    produce(&b, &encoded(&codec, &events)).await;
+    let stage = Hooked::default();
+    let ticks = stage.ticks.clone();
+    let mut args = RuntimeArgs::for_tests(&b);
+    args.run_report_secs = 1;
+    let running = RunningStage::start(stage, args, codec.clone(), Dedupe::memory(100));
+    wait_until(
+        Duration::from_secs(60),
+        "inputs processed, ticks run",
+        || {
+            let done = running.metrics.total(PROCESSED) == 30 && ticks.load(Ordering::SeqCst) >= 2;
+            async move { done }
+        },
+    )
+    .await
+    .expect("processed and ticked");
+    let metrics = running.metrics.clone();
+    running.stop().await.expect("clean stop");
+    assert_eq!(
+        metrics.total(DEAD_LETTERED),
+        0,
+        "start ran before the first record"
+    );
+
+    // Each tick flushed every one of the 6 assigned partitions.
+    let audit: Vec<Event<AuditEvent>> =
+        read_records(&b, "audit.events", 30 + 12, Duration::from_secs(30))
+            .expect("audit records")
+            .iter()
+            .filter_map(codec_decode)
+            .collect();
+    let flushed: HashSet<String> = audit
+        .iter()
+        .filter(|e| e.payload.action == "tick.flush")
+        .map(|e| e.payload.entity.entity_id.clone())
+        .collect();
+    assert_eq!(
+        flushed.len(),
+        6,
+        "one flush per assigned partition: {flushed:?}"
+    );
+
+    // Run events: started first, completed last, with this run's counts. They were all
+    // acknowledged before `stop` returned; read until the completed one is in.
+    let mut reader = Reader::new(&b, "etl.execution");
+    let mut runs: Vec<Execution> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !runs.iter().any(|r| r.status == RunStatus::Completed)
+        && std::time::Instant::now() < deadline
+    {
+        let event = reader.poll().and_then(|r| {
+            Codec::offline()
+                .decode_known::<Execution>(r.payload()?)
+                .ok()
+        });
+        runs.extend(event.map(|e| e.payload));
+    }
+    runs.sort_by_key(|r| {
+        (
+            r.status != RunStatus::Started,
+            r.status == RunStatus::Completed,
+        )
+    });
+    let (first, last) = (
+        runs.first().expect("a run event"),
+        runs.last().expect("run events"),
+    );
+    assert_eq!(first.status, RunStatus::Started);
+    assert_eq!(last.status, RunStatus::Completed, "{runs:?}");
+    assert_eq!(first.run_id, last.run_id);
+    assert_eq!(last.pipeline_id, "gold-processor");
+    assert_eq!(last.counts.records_in, 30);
+    assert!(last.counts.records_out >= 30 + 12, "{:?}", last.counts);
+    assert!(last.ended_at.is_some());
 }
 
 fn codec_decode(r: &rdkafka::message::OwnedMessage) -> Option<Event<AuditEvent>> {
