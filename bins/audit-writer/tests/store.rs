@@ -11,39 +11,14 @@ use envelope::{
         common::{Actor, ActorType, EntityRef, EntityType},
     },
 };
+use testkit::pg::TestSchema;
 
-const PG: &str = "host=127.0.0.1 user=postgres dbname=test";
-
-/// A store in a fresh schema; drop the returned guard to remove the schema.
-async fn store() -> (AuditStore, Schema) {
-    let name = format!("audit_test_{}", uuid::Uuid::new_v4().simple());
-    let (admin, conn) = tokio_postgres::connect(PG, tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, db test) is running");
-    tokio::spawn(conn);
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {name}"))
-        .await
-        .expect("schema");
-    let mut store = AuditStore::connect(&format!("{PG} options='-c search_path={name}'"))
-        .await
-        .expect("connect");
+/// A store in a fresh schema; drop the returned schema at the end of the test.
+async fn store() -> (AuditStore, TestSchema) {
+    let schema = TestSchema::create("audit_test").await.expect("schema");
+    let mut store = AuditStore::connect(&schema.url()).await.expect("connect");
     store.migrate().await.expect("migrate");
-    (store, Schema { admin, name })
-}
-
-struct Schema {
-    admin: tokio_postgres::Client,
-    name: String,
-}
-
-impl Schema {
-    async fn drop(self) {
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .await
-            .expect("drop schema");
-    }
+    (store, schema)
 }
 
 fn event(org: i64, actor: &str, entity: &str, at_ms: i64) -> Event<AuditEvent> {

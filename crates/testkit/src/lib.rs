@@ -1,12 +1,13 @@
 //! Test support for adpipe: start a real Tansu broker on a free port (killed on drop), the
 //! Kafka client settings that work well on Tansu, and helpers to await conditions with a
-//! deadline instead of sleeping.
+//! deadline instead of sleeping, and a PostgreSQL schema per test ([`pg`]).
 //!
 //! Used only as a dev-dependency. The broker binary is installed into `.local/bin` by
 //! `scripts/install-tansu.sh` (which `make test` runs first).
 
 mod broker;
 mod kafka;
+pub mod pg;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
 pub use kafka::{

@@ -1,0 +1,70 @@
+//! A PostgreSQL schema of one test's own on the local server (127.0.0.1:5432, trust auth, user
+//! postgres, database test), so parallel and repeated runs never see each other's tables.
+
+use anyhow::Context as _;
+
+/// The local PostgreSQL the tests use.
+pub const PG: &str = "host=127.0.0.1 user=postgres dbname=test";
+
+/// A fresh schema; [`TestSchema::url`] connects with it as the search path. Dropped (with
+/// everything in it) by [`TestSchema::drop`]; a schema left by a killed run is harmless.
+#[derive(Debug)]
+pub struct TestSchema {
+    admin: tokio_postgres::Client,
+    name: String,
+}
+
+impl TestSchema {
+    /// Create `<prefix>_<random>`.
+    pub async fn create(prefix: &str) -> anyhow::Result<TestSchema> {
+        let name = format!("{prefix}_{:016x}", rand_u64());
+        let (admin, conn) = tokio_postgres::connect(PG, tokio_postgres::NoTls)
+            .await
+            .context("PostgreSQL at 127.0.0.1:5432 (user postgres, db test) is running")?;
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .with_context(|| format!("creating schema {name}"))?;
+        Ok(TestSchema { admin, name })
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection string whose search path is this schema.
+    pub fn url(&self) -> String {
+        format!("{PG} options='-c search_path={}'", self.name)
+    }
+
+    /// A client of the server, for assertions (schema-qualify the tables with [`Self::name`]).
+    pub fn admin(&self) -> &tokio_postgres::Client {
+        &self.admin
+    }
+
+    /// Drop the schema and everything in it.
+    pub async fn drop(self) {
+        if let Err(e) = self
+            .admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+        {
+            eprintln!("dropping test schema {}: {e}", self.name);
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
