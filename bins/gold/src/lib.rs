@@ -1,5 +1,8 @@
 //! The gold stage (`gold-processor`): keyed aggregates per org and campaign, joined with
 //! bookings, with derived pacing, margin and efficiency metrics. The metric formulas and
-//! aggregation periods live in [`formulas`], free of Kafka plumbing and I/O.
+//! aggregation periods live in [`formulas`], the stage's logic in [`stage`], and its state in
+//! PostgreSQL behind [`store`].
 
 pub mod formulas;
+pub mod stage;
+pub mod store;

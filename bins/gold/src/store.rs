@@ -1,0 +1,489 @@
+//! Gold's state in PostgreSQL: rows by silver's dedupe key, bookings, and the next input offset
+//! per partition. Every change is one statement that also claims the input offset it
+//! reflects, so a replayed record (after a crash, before its offset was committed) changes
+//! nothing and a record is never counted twice.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use envelope::{Date, Money, payload::common::Booking};
+use runtime::{Position, ProcessError};
+use rust_decimal::Decimal;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Statement, types::ToSql};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Gold's migration history table (other adpipe stores share the database).
+const HISTORY_TABLE: &str = "gold_schema_history";
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL could not be reached or the connection broke (retryable).
+    #[error("gold store unavailable: {0}")]
+    Unavailable(String),
+    /// Migrations failed (a schema problem; not retryable as is).
+    #[error("gold store migration failed: {0}")]
+    Migration(String),
+    /// A statement failed for another reason (e.g. an amount out of range).
+    #[error("gold store query failed: {0}")]
+    Query(String),
+}
+
+impl StoreError {
+    /// Stable code for logs, metrics and DLQ headers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "GOLD_STORE_UNAVAILABLE",
+            StoreError::Migration(_) => "GOLD_STORE_MIGRATION",
+            StoreError::Query(_) => "GOLD_STORE_QUERY",
+        }
+    }
+
+    /// Whether retrying later can succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() || e.as_db_error().is_none() {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Query(e.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for ProcessError {
+    fn from(e: StoreError) -> Self {
+        if e.retryable() {
+            ProcessError::retryable(e.code(), e.to_string())
+        } else {
+            ProcessError::permanent(e.code(), e.to_string())
+        }
+    }
+}
+
+/// Whether a change was applied or its input had been applied before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// First time: the state changed.
+    New,
+    /// A replayed input: the state already reflects it and was left alone.
+    Replay,
+}
+
+/// One delivery row as gold keeps it (silver's dedupe key plus what gold sums).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowState {
+    /// Org.
+    pub org_id: i64,
+    /// Source DSP (`dv360`, ...).
+    pub dsp_type: String,
+    /// Finest-grain entity id.
+    pub entity_id: String,
+    /// The row's day.
+    pub day: Date,
+    /// Campaign.
+    pub campaign_id: String,
+    /// The entity id of a line-item row; `None` for other entities.
+    pub line_item_id: Option<String>,
+    /// Impressions.
+    pub impressions: i64,
+    /// Clicks.
+    pub clicks: i64,
+    /// Conversions.
+    pub conversions: i64,
+    /// Spend.
+    pub spend: Money,
+    /// Silver's quality score.
+    pub quality_score: i32,
+}
+
+/// Where a booking came from; a config booking wins over a report one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingSource {
+    /// `config.changes`, versioned per change.
+    Config,
+    /// A CRM booking row, versioned by its input offset.
+    Report,
+}
+
+impl BookingSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            BookingSource::Config => "config",
+            BookingSource::Report => "report",
+        }
+    }
+}
+
+/// The totals of one day and line item (`""` = not a line-item row) of a campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayTotals {
+    /// Day.
+    pub day: Date,
+    /// Line item, `""` for rows of other entities.
+    pub line_item_id: String,
+    /// Impressions.
+    pub impressions: i64,
+    /// Clicks.
+    pub clicks: i64,
+    /// Conversions.
+    pub conversions: i64,
+    /// Spend.
+    pub spend: Decimal,
+    /// Rows.
+    pub rows: i64,
+    /// Sum of the rows' quality scores.
+    pub quality_sum: i64,
+}
+
+/// A booking key: org, campaign and line item (`None` = whole campaign).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BookingKey {
+    /// Org.
+    pub org_id: i64,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Line item.
+    pub line_item_id: Option<String>,
+}
+
+/// The statement that claims an input offset: it inserts or advances the partition's next
+/// offset only when the record is at or past it. Every write below is `WHERE EXISTS (SELECT 1
+/// FROM claim)`, in the same statement, so it happens exactly when the claim does.
+const CLAIM: &str = "WITH claim AS ( \
+     INSERT INTO gold_offsets (topic, partition, next_offset) VALUES ($1::text, $2::int, $3::bigint + 1) \
+     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset \
+     WHERE gold_offsets.next_offset <= $3::bigint RETURNING 1)";
+
+/// Statements prepared once per connection.
+struct Statements {
+    claim_only: Statement,
+    put_row: Statement,
+    put_booking: Statement,
+    days: Statement,
+    bookings: Statement,
+    active: Statement,
+}
+
+struct Live {
+    client: Client,
+    stmts: Statements,
+}
+
+/// One connection, reconnected on first use after it broke.
+struct Conn {
+    live: Mutex<Option<Arc<Live>>>,
+}
+
+/// Gold's PostgreSQL store: a few connections, each used by the partitions that map to it
+/// (statements from different partitions pipeline on one connection).
+pub struct GoldStore {
+    url: String,
+    conns: Vec<Conn>,
+}
+
+impl std::fmt::Debug for GoldStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("GoldStore")
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GoldStore {
+    /// A store on `url` with `connections` connections (at least 1); nothing is connected yet.
+    pub fn new(url: &str, connections: usize) -> GoldStore {
+        GoldStore {
+            url: url.to_owned(),
+            conns: (0..connections.max(1))
+                .map(|_| Conn {
+                    live: Mutex::new(None),
+                })
+                .collect(),
+        }
+    }
+
+    /// Apply the embedded migrations (idempotent) on a connection of its own.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        let task = tokio::spawn(connection);
+        let result = embedded::migrations::runner()
+            .set_migration_table_name(HISTORY_TABLE)
+            .run_async(&mut client)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Migration(e.to_string()));
+        drop(client);
+        let _ = task.await;
+        result
+    }
+
+    async fn live(&self, partition: i32) -> Result<Arc<Live>, StoreError> {
+        let index = usize::try_from(partition).unwrap_or(0) % self.conns.len();
+        let mut slot = self.conns[index].live.lock().await;
+        if let Some(live) = slot.as_ref().filter(|l| !l.client.is_closed()) {
+            return Ok(live.clone());
+        }
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "gold store connection closed");
+            }
+        });
+        let stmts = prepare(&client).await?;
+        let live = Arc::new(Live { client, stmts });
+        *slot = Some(live.clone());
+        Ok(live)
+    }
+
+    /// Claim `at` without changing anything else (quarantined rows, settings gold ignores).
+    pub async fn skip(&self, at: Position) -> Result<Applied, StoreError> {
+        let live = self.live(at.partition).await?;
+        let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
+        let row = live
+            .client
+            .query_one(&live.stmts.claim_only, &[&topic, &partition, &offset])
+            .await?;
+        Ok(applied(row.get(0)))
+    }
+
+    /// Upsert a delivery row (a correction replaces the earlier row with its key) and claim
+    /// `at`, in one statement.
+    pub async fn put_row(&self, at: Position, row: &RowState) -> Result<Applied, StoreError> {
+        let live = self.live(at.partition).await?;
+        let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
+        let line_item = row.line_item_id.clone().unwrap_or_default();
+        let spend = row.spend.value();
+        let params: [&(dyn ToSql + Sync); 15] = [
+            &topic,
+            &partition,
+            &offset,
+            &row.org_id,
+            &row.dsp_type,
+            &row.entity_id,
+            &row.day.0,
+            &row.campaign_id,
+            &line_item,
+            &row.impressions,
+            &row.clicks,
+            &row.conversions,
+            &spend,
+            &row.quality_score,
+            &partition,
+        ];
+        let r = live.client.query_one(&live.stmts.put_row, &params).await?;
+        Ok(applied(r.get(0)))
+    }
+
+    /// Upsert (or, `deleted`, tombstone) a booking from `source` at `version` and claim `at`;
+    /// an older version than the stored one changes nothing.
+    pub async fn put_booking(
+        &self,
+        at: Position,
+        org_id: i64,
+        booking: &Booking,
+        source: BookingSource,
+        version: i64,
+        deleted: bool,
+    ) -> Result<Applied, StoreError> {
+        let live = self.live(at.partition).await?;
+        let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
+        let line_item = booking.line_item_id.clone().unwrap_or_default();
+        let (budget, revenue) = (
+            booking.booked_budget.value(),
+            booking.booking_revenue.value(),
+        );
+        let params: [&(dyn ToSql + Sync); 15] = [
+            &topic,
+            &partition,
+            &offset,
+            &org_id,
+            &booking.campaign_id,
+            &line_item,
+            &source.as_str(),
+            &version,
+            &deleted,
+            &booking.booked_impressions,
+            &budget,
+            &revenue,
+            &booking.flight_start.0,
+            &booking.flight_end.0,
+            &booking.currency,
+        ];
+        let r = live
+            .client
+            .query_one(&live.stmts.put_booking, &params)
+            .await?;
+        Ok(applied(r.get(0)))
+    }
+
+    /// Per day and line item, the totals of a campaign's rows from `from` to `to` inclusive,
+    /// and the bookings of the campaign and of `line_items` (config before report; a deleted
+    /// booking is `None`). Both queries go out together on one connection.
+    pub async fn campaign_window(
+        &self,
+        partition: i32,
+        org_id: i64,
+        campaign_id: &str,
+        line_items: &[String],
+        from: Date,
+        to: Date,
+    ) -> Result<(Vec<DayTotals>, Vec<(String, Option<Booking>)>), StoreError> {
+        let live = self.live(partition).await?;
+        let day_params: [&(dyn ToSql + Sync); 4] = [&org_id, &campaign_id, &from.0, &to.0];
+        let booking_params: [&(dyn ToSql + Sync); 3] = [&org_id, &campaign_id, &line_items];
+        let days = live.client.query(&live.stmts.days, &day_params);
+        let bookings = live.client.query(&live.stmts.bookings, &booking_params);
+        let (days, bookings) = tokio::try_join!(days, bookings)?;
+        let days = days
+            .iter()
+            .map(|r| DayTotals {
+                day: Date(r.get::<_, NaiveDate>(0)),
+                line_item_id: r.get(1),
+                impressions: r.get(2),
+                clicks: r.get(3),
+                conversions: r.get(4),
+                spend: r.get(5),
+                rows: r.get(6),
+                quality_sum: r.get(7),
+            })
+            .collect();
+        let bookings = bookings
+            .iter()
+            .map(|r| -> Result<(String, Option<Booking>), StoreError> {
+                let line_item: String = r.get(0);
+                let deleted: bool = r.get(1);
+                let money = |i: usize| {
+                    Money::new(r.get::<_, Decimal>(i))
+                        .map_err(|e| StoreError::Query(format!("stored booking amount: {e}")))
+                };
+                let booking = Booking {
+                    campaign_id: campaign_id.to_owned(),
+                    line_item_id: (!line_item.is_empty()).then(|| line_item.clone()),
+                    booked_impressions: r.get(2),
+                    booked_budget: money(3)?,
+                    booking_revenue: money(4)?,
+                    flight_start: Date(r.get(5)),
+                    flight_end: Date(r.get(6)),
+                    currency: r.get(7),
+                };
+                Ok((line_item, (!deleted).then_some(booking)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((days, bookings))
+    }
+
+    /// The keys of bookings (not deleted) whose flight includes `day` or ended the day before.
+    pub async fn active_bookings(&self, day: Date) -> Result<Vec<BookingKey>, StoreError> {
+        let live = self.live(0).await?;
+        let rows = live.client.query(&live.stmts.active, &[&day.0]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let line_item: String = r.get(2);
+                BookingKey {
+                    org_id: r.get(0),
+                    campaign_id: r.get(1),
+                    line_item_id: (!line_item.is_empty()).then_some(line_item),
+                }
+            })
+            .collect())
+    }
+}
+
+fn applied(claimed: i64) -> Applied {
+    if claimed > 0 {
+        Applied::New
+    } else {
+        Applied::Replay
+    }
+}
+
+async fn prepare(client: &Client) -> Result<Statements, StoreError> {
+    let claim_only = client
+        .prepare(&format!("{CLAIM} SELECT count(*) FROM claim"))
+        .await?;
+    let put_row = client
+        .prepare(&format!(
+            "{CLAIM}, put AS ( \
+             INSERT INTO gold_rows (org_id, dsp_type, entity_id, day, campaign_id, line_item_id, \
+               impressions, clicks, conversions, spend, quality_score, src_partition, src_offset) \
+             SELECT $4::bigint, $5::text, $6::text, $7::date, $8::text, $9::text, $10::bigint, \
+               $11::bigint, $12::bigint, $13::numeric, $14::int, $15::int, $3::bigint \
+             WHERE EXISTS (SELECT 1 FROM claim) \
+             ON CONFLICT (org_id, dsp_type, entity_id, day) DO UPDATE SET \
+               campaign_id = EXCLUDED.campaign_id, line_item_id = EXCLUDED.line_item_id, \
+               impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks, \
+               conversions = EXCLUDED.conversions, spend = EXCLUDED.spend, \
+               quality_score = EXCLUDED.quality_score, src_partition = EXCLUDED.src_partition, \
+               src_offset = EXCLUDED.src_offset, updated_at = now() \
+             RETURNING 1) \
+             SELECT count(*) FROM claim"
+        ))
+        .await?;
+    let put_booking = client
+        .prepare(&format!(
+            "{CLAIM}, put AS ( \
+             INSERT INTO gold_bookings (org_id, campaign_id, line_item_id, source, version, \
+               deleted, booked_impressions, booked_budget, booking_revenue, flight_start, \
+               flight_end, currency) \
+             SELECT $4::bigint, $5::text, $6::text, $7::text, $8::bigint, $9::boolean, \
+               $10::bigint, $11::numeric, $12::numeric, $13::date, $14::date, $15::text \
+             WHERE EXISTS (SELECT 1 FROM claim) \
+             ON CONFLICT (org_id, campaign_id, line_item_id, source) DO UPDATE SET \
+               version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
+               booked_impressions = EXCLUDED.booked_impressions, \
+               booked_budget = EXCLUDED.booked_budget, \
+               booking_revenue = EXCLUDED.booking_revenue, \
+               flight_start = EXCLUDED.flight_start, flight_end = EXCLUDED.flight_end, \
+               currency = EXCLUDED.currency, updated_at = now() \
+             WHERE gold_bookings.version < EXCLUDED.version \
+             RETURNING 1) \
+             SELECT count(*) FROM claim"
+        ))
+        .await?;
+    let days = client
+        .prepare(
+            "SELECT day, line_item_id, sum(impressions)::bigint, sum(clicks)::bigint, \
+               sum(conversions)::bigint, sum(spend), count(*), sum(quality_score)::bigint \
+             FROM gold_rows WHERE org_id = $1 AND campaign_id = $2 AND day BETWEEN $3 AND $4 \
+             GROUP BY day, line_item_id",
+        )
+        .await?;
+    let bookings = client
+        .prepare(
+            "SELECT DISTINCT ON (line_item_id) line_item_id, deleted, booked_impressions, \
+               booked_budget, booking_revenue, flight_start, flight_end, currency \
+             FROM gold_bookings \
+             WHERE org_id = $1 AND campaign_id = $2 AND (line_item_id = '' OR line_item_id = ANY($3)) \
+             ORDER BY line_item_id, (source = 'config') DESC",
+        )
+        .await?;
+    let active = client
+        .prepare(
+            "SELECT DISTINCT org_id, campaign_id, line_item_id FROM gold_bookings b \
+             WHERE flight_start <= $1 AND flight_end >= $1 - 1 AND NOT deleted \
+               AND NOT EXISTS (SELECT 1 FROM gold_bookings c WHERE c.org_id = b.org_id \
+                 AND c.campaign_id = b.campaign_id AND c.line_item_id = b.line_item_id \
+                 AND c.source = 'config' AND c.deleted) \
+             ORDER BY 1, 2, 3",
+        )
+        .await?;
+    Ok(Statements {
+        claim_only,
+        put_row,
+        put_booking,
+        days,
+        bookings,
+        active,
+    })
+}

@@ -1,0 +1,544 @@
+//! The `gold` binary on a real broker, registry and PostgreSQL, killed with SIGKILL halfway
+//! through a backlog and restarted: the final aggregates equal the ones this test computes
+//! from the dataset itself — nothing lost, nothing counted twice, corrections replacing the
+//! rows they correct.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::{Child, Command},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{Days, Utc};
+use envelope::{
+    Codec, Date, Event, Id, Money, Payload, RegistryClient, Source, Timestamp,
+    payload::{
+        common::{Actor, ActorType, Booking, DspType, EntityRef, EntityType, RowKind},
+        config::{ConfigChange, ConfigItem, ConfigOp},
+        gold::{AggregateReady, Grain, Trigger},
+        silver::{ProcessedRow, QualityScore, QualityVerdict},
+    },
+};
+use gold::formulas::{self, Flight, periods_of};
+use rdkafka::{
+    Message,
+    producer::{FutureProducer, FutureRecord},
+};
+use schemas::CompatibilityLevel;
+use testkit::{
+    Broker, client_config, committed_offsets, create_topics, end_offsets, free_port,
+    pg::TestSchema, read_records, wait_until,
+};
+use topics::{PartitionKey, Topic, partition_for};
+
+const ORGS: i64 = 4;
+const CAMPAIGNS: usize = 3;
+const ENTITIES: usize = 20;
+const DAYS: u64 = 5;
+
+/// The stage process, killed if the test ends early.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn today() -> Date {
+    Date(Utc::now().date_naive())
+}
+
+fn days_ago(n: u64) -> Date {
+    Date(today().0 - Days::new(n))
+}
+
+fn source(service: &str) -> Source {
+    Source {
+        service: service.into(),
+        instance: "crash-test".into(),
+    }
+}
+
+/// One delivery row; values vary with `seed` so a correction differs from its original.
+fn row(
+    org: i64,
+    c: usize,
+    e: usize,
+    date: Date,
+    seed: i64,
+    verdict: QualityVerdict,
+) -> Event<ProcessedRow> {
+    let impressions = 1_000 + seed * 37 % 5_000;
+    Event::new(
+        org,
+        source("silver-processor"),
+        ProcessedRow {
+            request_id: format!("req-{seed}"),
+            dsp_type: DspType::Ttd,
+            row_kind: RowKind::Delivery,
+            date,
+            entity: EntityRef {
+                entity_type: EntityType::AdGroup,
+                entity_id: format!("o{org}-c{c}-e{e}"),
+                name: None,
+            },
+            campaign_id: format!("c{c}"),
+            campaign_name: None,
+            advertiser_id: None,
+            impressions,
+            clicks: impressions / 50,
+            conversions: impressions / 700,
+            spend: Money::from_unscaled(impressions * 3 + seed % 100).expect("money"),
+            revenue: None,
+            currency: Some("USD".into()),
+            status: None,
+            booking: None,
+            quality: QualityScore {
+                score: if verdict == QualityVerdict::Quarantine {
+                    40
+                } else {
+                    95
+                },
+                completeness: 40,
+                validity: 30,
+                consistency: 20,
+                timeliness: 5,
+                verdict,
+                reasons: vec![],
+            },
+            is_correction: false,
+            bronze_event_id: Id::new(),
+        },
+    )
+}
+
+fn booking(org: i64, c: usize) -> Event<ConfigChange> {
+    let b = Booking {
+        campaign_id: format!("c{c}"),
+        line_item_id: None,
+        booked_impressions: 100_000 * (org + c as i64),
+        booked_budget: Money::from_unscaled(5_000_000).expect("money"),
+        booking_revenue: Money::from_unscaled(7_000_000 + org * 1_000).expect("money"),
+        flight_start: days_ago(10),
+        flight_end: Date(today().0 + Days::new(20)),
+        currency: Some("USD".into()),
+    };
+    Event::new(
+        org,
+        source("pipelinectl"),
+        ConfigChange {
+            key: format!("booking/c{c}"),
+            version: 1,
+            op: ConfigOp::Upsert,
+            actor: Actor {
+                actor_type: ActorType::User,
+                actor_id: "am-1".into(),
+                display_name: None,
+            },
+            reason: None,
+            change: ConfigItem::Booking(b),
+        },
+    )
+}
+
+/// Per (org, campaign, day): impressions, clicks, conversions, spend, rows — from the final
+/// value of each (org, entity, day) key, quarantined rows left out.
+type Expected = BTreeMap<(i64, String, Date), (i64, i64, i64, Money, i64)>;
+
+fn expected(rows: &[Event<ProcessedRow>]) -> Expected {
+    let mut last: HashMap<(i64, String, Date), &ProcessedRow> = HashMap::new();
+    for r in rows {
+        if r.payload.quality.verdict == QualityVerdict::Quarantine {
+            continue;
+        }
+        last.insert(
+            (
+                r.metadata.org_id,
+                r.payload.entity.entity_id.clone(),
+                r.payload.date,
+            ),
+            &r.payload,
+        );
+    }
+    let mut out = Expected::new();
+    for ((org, _, date), r) in last {
+        let t = out
+            .entry((org, r.campaign_id.clone(), date))
+            .or_insert((0, 0, 0, Money::ZERO, 0));
+        t.0 += r.impressions;
+        t.1 += r.clicks;
+        t.2 += r.conversions;
+        t.3 = Money::new(t.3.value() + r.spend.value()).expect("money");
+        t.4 += 1;
+    }
+    out
+}
+
+/// Expected totals of one campaign from `from` to `to`.
+fn totals(
+    exp: &Expected,
+    org: i64,
+    campaign: &str,
+    from: Date,
+    to: Date,
+) -> (i64, i64, i64, Money, i64) {
+    exp.range((org, campaign.to_owned(), from)..=(org, campaign.to_owned(), to))
+        .fold((0, 0, 0, Money::ZERO, 0), |a, (_, t)| {
+            (
+                a.0 + t.0,
+                a.1 + t.1,
+                a.2 + t.2,
+                Money::new(a.3.value() + t.3.value()).expect("money"),
+                a.4 + t.4,
+            )
+        })
+}
+
+async fn send<P: Payload>(producer: &FutureProducer, codec: &Codec, topic: &str, e: &Event<P>) {
+    let value = codec.encode(e).expect("encode");
+    let p = partition_for(
+        PartitionKey::Org(e.metadata.org_id),
+        P::TOPIC.spec().partitions,
+    );
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(p)
+                .key(&e.record_key())
+                .payload(&value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+}
+
+/// The sum of a Prometheus counter over its labels, from the stage's /metrics.
+async fn scrape(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name}_total");
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+struct Env {
+    bootstrap: String,
+    registry: String,
+    database: String,
+    log: std::path::PathBuf,
+}
+
+fn spawn_gold(env: &Env, metrics_port: u16, flush_secs: u64) -> KillOnDrop {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&env.log)
+        .expect("log");
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_gold"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", &env.bootstrap)
+            .env("SCHEMA_REGISTRY_URL", &env.registry)
+            .env("GOLD_DATABASE_URL", &env.database)
+            .env("GOLD_FLUSH_INTERVAL_SECS", flush_secs.to_string())
+            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("RUN_REPORT_SECS", "0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            // Logs go to stdout; fatal errors to stderr.
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("gold starts"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice() {
+    let broker = Broker::start_memory().expect("broker");
+    let b = broker.bootstrap();
+    let topics: Vec<(String, i32)> = [
+        Topic::SilverDataProcessed,
+        Topic::ConfigChanges,
+        Topic::GoldDataReady,
+    ]
+    .iter()
+    .flat_map(|t| {
+        let p = i32::try_from(t.spec().partitions).expect("partitions");
+        [(t.name().to_owned(), p), (t.dlq(), p)]
+    })
+    .collect();
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    create_topics(&b, &refs).await.expect("topics");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let registry = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("dir");
+    tokio::spawn(schema_registry::serve(
+        listener,
+        schema_registry::Storage::File(dir.path().join("registry.json")),
+        CompatibilityLevel::Backward,
+        None,
+        std::future::pending(),
+    ));
+    let codec = Arc::new(Codec::new(
+        RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
+    ));
+    for t in [Topic::SilverDataProcessed, Topic::ConfigChanges] {
+        codec.register(t).await.expect("register");
+    }
+    let schema = TestSchema::create("gold_crash").await.expect("schema");
+    let env = Env {
+        bootstrap: b.clone(),
+        registry: registry.clone(),
+        database: schema.url(),
+        log: dir.path().join("gold.log"),
+    };
+    let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
+
+    // The dataset: bookings, then every row of every day, then corrections of a fifth of
+    // the rows, exact duplicates and quarantined rows — all produced before gold starts.
+    let producer: FutureProducer = client_config(&b)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for org in 1..=ORGS {
+        for c in 0..CAMPAIGNS {
+            send(&producer, &codec, "config.changes", &booking(org, c)).await;
+        }
+    }
+    let mut rows = Vec::new();
+    let mut seed = 0i64;
+    for d in (0..DAYS).rev() {
+        for org in 1..=ORGS {
+            for c in 0..CAMPAIGNS {
+                for e in 0..ENTITIES {
+                    seed += 1;
+                    rows.push(row(org, c, e, days_ago(d), seed, QualityVerdict::Pass));
+                }
+            }
+        }
+    }
+    let originals = rows.len();
+    for i in (0..originals).step_by(5) {
+        let r = &rows[i].payload;
+        let org = rows[i].metadata.org_id;
+        let (c, e) = (i / ENTITIES % CAMPAIGNS, i % ENTITIES);
+        assert_eq!(r.entity.entity_id, format!("o{org}-c{c}-e{e}"));
+        rows.push(row(
+            org,
+            c,
+            e,
+            r.date,
+            100_000 + i as i64,
+            QualityVerdict::Warn,
+        ));
+    }
+    // Exact duplicates (same event_id) of rows that are not corrected later.
+    for i in (1..originals).step_by(17).filter(|i| i % 5 != 0) {
+        rows.push(rows[i].clone());
+        let mut q = row(
+            rows[i].metadata.org_id,
+            0,
+            99,
+            rows[i].payload.date,
+            7,
+            QualityVerdict::Quarantine,
+        );
+        q.payload.impressions = 999_999_999;
+        rows.push(q);
+    }
+    for r in &rows {
+        send(&producer, &codec, "silver.data.processed", r).await;
+    }
+    let exp = expected(&rows);
+    let inputs = rows.len() + (ORGS as usize) * CAMPAIGNS;
+
+    // First run: SIGKILL once a third of the backlog is processed.
+    let port = free_port().expect("port");
+    let mut gold = spawn_gold(&env, port, 0);
+    wait_until(
+        Duration::from_secs(90),
+        "gold processed a third of the backlog",
+        || async {
+            scrape(port, runtime::metrics::PROCESSED)
+                .await
+                .is_some_and(|n| n >= (inputs / 3) as f64)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; gold's log:\n{}", log()));
+    let at_kill = scrape(port, runtime::metrics::PROCESSED)
+        .await
+        .unwrap_or(0.0);
+    gold.0.kill().expect("SIGKILL");
+    gold.0.wait().expect("reaped");
+    let processed_before = scrape(port, runtime::metrics::PROCESSED).await;
+    assert!(processed_before.is_none(), "the first gold is gone");
+
+    // Second run, flushing every second: it replays what the first did not commit.
+    let port = free_port().expect("port");
+    let _gold = spawn_gold(&env, port, 1);
+    let silver_ends = end_offsets(&b, "silver.data.processed", 12).expect("ends");
+    let config_partitions = i32::try_from(Topic::ConfigChanges.spec().partitions).expect("p");
+    let config_ends = end_offsets(&b, "config.changes", config_partitions).expect("ends");
+    wait_until(
+        Duration::from_secs(120),
+        "gold committed every input",
+        || {
+            let b = b.clone();
+            let (silver_ends, config_ends) = (silver_ends.clone(), config_ends.clone());
+            async move {
+                let done = |topic: &str, n: i32, ends: &[i64]| {
+                    committed_offsets(&b, "gold-processor", topic, n)
+                        .map(|c| c.iter().map(|o| (*o).max(0)).collect::<Vec<_>>() == ends)
+                        .unwrap_or(false)
+                };
+                done("silver.data.processed", 12, &silver_ends)
+                    && done("config.changes", config_partitions, &config_ends)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; gold's log:\n{}", log()));
+    let all_done = Timestamp::now();
+
+    // Read gold.data.ready until a flush computed after the last input shows every booking.
+    let mut out: Vec<Event<AggregateReady>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bookings = (ORGS as usize) * CAMPAIGNS;
+    loop {
+        out.clear();
+        for m in
+            read_records(&b, "gold.data.ready", usize::MAX, Duration::from_secs(4)).expect("read")
+        {
+            out.push(
+                codec
+                    .decode(m.payload().unwrap_or_default())
+                    .await
+                    .expect("decodes"),
+            );
+        }
+        let flushed = out
+            .iter()
+            .filter(|e| e.payload.trigger == Trigger::Flush && e.payload.as_of > all_done)
+            .filter(|e| e.payload.grain == Grain::Monthly)
+            .map(|e| (e.metadata.org_id, e.payload.campaign_id.clone()))
+            .collect::<std::collections::HashSet<_>>();
+        if flushed.len() == bookings {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete flush; gold's log:\n{}",
+            log()
+        );
+    }
+    let dead =
+        read_records(&b, "silver.data.processed.dlq", 1, Duration::from_secs(3)).expect("dlq");
+    assert!(
+        dead.is_empty(),
+        "nothing dead-lettered; gold's log:\n{}",
+        log()
+    );
+
+    // 1. The last update of every period equals the dataset's totals.
+    let mut last: BTreeMap<(i64, String, Grain, String), &AggregateReady> = BTreeMap::new();
+    for e in out.iter().filter(|e| e.payload.trigger == Trigger::Update) {
+        let a = &e.payload;
+        if a.line_item_id.is_none() {
+            last.insert(
+                (
+                    e.metadata.org_id,
+                    a.campaign_id.clone(),
+                    a.grain,
+                    a.period_label.clone(),
+                ),
+                a,
+            );
+        }
+    }
+    let mut checked = 0;
+    for d in 0..DAYS {
+        for period in periods_of(days_ago(d)) {
+            for org in 1..=ORGS {
+                for c in 0..CAMPAIGNS {
+                    let campaign = format!("c{c}");
+                    let key = (org, campaign.clone(), period.grain, period.label.clone());
+                    let a = last
+                        .get(&key)
+                        .unwrap_or_else(|| panic!("no aggregate for {key:?}"));
+                    let want = totals(&exp, org, &campaign, period.start, period.end);
+                    assert_eq!(
+                        (a.impressions, a.clicks, a.conversions, a.spend, a.rows),
+                        want,
+                        "{key:?}"
+                    );
+                    assert_eq!(a.metrics.cpm, formulas::cpm(want.3, want.0), "{key:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= (DAYS as usize) * 3 * bookings);
+
+    // 2. The flush after the last input: today's periods with the booking's metrics.
+    let now = today();
+    for e in out
+        .iter()
+        .filter(|e| e.payload.trigger == Trigger::Flush && e.payload.as_of > all_done)
+    {
+        let (org, a) = (e.metadata.org_id, &e.payload);
+        let b = a.booking.as_ref().expect("flushes carry the booking");
+        let flight = Flight {
+            start: b.flight_start,
+            end: b.flight_end,
+        };
+        let want = totals(&exp, org, &a.campaign_id, a.period_start, a.period_end);
+        assert_eq!((a.impressions, a.spend, a.rows), (want.0, want.3, want.4));
+        let to_date = totals(&exp, org, &a.campaign_id, flight.start, now);
+        assert_eq!(a.metrics.delivered_impressions_to_date, Some(to_date.0));
+        assert_eq!(
+            a.metrics.pacing_rate,
+            formulas::pacing_rate(to_date.0, b.booked_impressions, flight, now)
+        );
+        assert_eq!(
+            a.metrics.margin_pct,
+            formulas::margin_pct(b.booking_revenue, to_date.3)
+        );
+        assert_eq!(
+            a.metrics.projected_spend,
+            formulas::projected_spend(to_date.3, flight, now)
+        );
+        assert_eq!(a.metrics.elapsed_days, Some(11));
+    }
+
+    // 3. The first run really was cut off mid-stream, and the second resumed from the
+    // committed offsets rather than from the start.
+    let second = scrape(port, runtime::metrics::PROCESSED)
+        .await
+        .expect("metrics");
+    eprintln!("killed after {at_kill} of {inputs} inputs; the restart processed {second}");
+    assert!(
+        at_kill < inputs as f64 * 0.9,
+        "killed mid-stream ({at_kill} of {inputs} processed)"
+    );
+    assert!(
+        second > 0.0 && second < inputs as f64,
+        "the restart resumed ({second} of {inputs} processed by the second run)"
+    );
+    schema.drop().await;
+}
