@@ -11,14 +11,13 @@ use std::{
 };
 
 use envelope::{Codec, Event, payload::config::ConfigChange};
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-    producer::{FutureProducer, FutureRecord},
-};
 use runtime::testing::RunningStage;
 use runtime::{Outputs, ProcessError, Processor, RuntimeArgs, dedupe::Dedupe};
-use testkit::{Broker, client_config, create_topics};
+use testkit::{
+    Broker,
+    bench::{cpu_seconds, fill, passthrough},
+    create_topics,
+};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 struct Mirror;
@@ -36,66 +35,6 @@ impl Processor for Mirror {
     ) -> Result<(), ProcessError> {
         out.emit(runtime::testing::mirrored(&input))
     }
-}
-
-async fn fill(b: &str, topic: &str, records: &[(i32, String, Vec<u8>)]) {
-    let producer: FutureProducer = client_config(b)
-        .set("linger.ms", "20")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    for chunk in records.chunks(2000) {
-        let sends = chunk.iter().map(|(p, k, v)| {
-            producer.send(
-                FutureRecord::to(topic).partition(*p).key(k).payload(v),
-                Duration::from_secs(30),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).expect("filled");
-        }
-    }
-}
-
-/// Bare rdkafka: consume each record and produce its bytes to another topic, pipelined,
-/// until every produce is acknowledged.
-async fn passthrough(b: &str, n: usize) -> Duration {
-    let consumer: StreamConsumer = client_config(b)
-        .set("group.id", "bench-passthrough")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&["bench.in"]).expect("subscribe");
-    let producer: FutureProducer = client_config(b)
-        .set("linger.ms", "5")
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    let mut start = None;
-    let mut pending = futures::stream::FuturesUnordered::new();
-    let mut acked = 0;
-    let mut received = 0;
-    use futures::StreamExt;
-    while acked < n {
-        tokio::select! {
-            Some(r) = pending.next(), if !pending.is_empty() => {
-                let _: Result<_, _> = r;
-                acked += 1;
-            }
-            m = consumer.recv(), if received < n && pending.len() < 10_000 => {
-                let m = m.expect("record");
-                start.get_or_insert_with(Instant::now);
-                let (p, k, v) = (m.partition(), m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec());
-                received += 1;
-                let producer = producer.clone();
-                pending.push(async move {
-                    producer.send(FutureRecord::to("bench.out").partition(p).key(&k).payload(&v), Duration::from_secs(30)).await
-                });
-            }
-        }
-    }
-    start.expect("records arrived").elapsed()
 }
 
 async fn stage(b: &str, n: usize, codec: Arc<Codec>) -> Duration {
@@ -159,7 +98,7 @@ fn main() {
         fill(&b, "config.changes", &records).await;
 
         let c0 = cpu_seconds();
-        let base = passthrough(&b, n).await;
+        let base = passthrough(&b, "bench.in", "bench.out", n).await;
         let c1 = cpu_seconds();
         let ours = stage(&b, n, codec).await;
         let c2 = cpu_seconds();
@@ -186,25 +125,4 @@ fn main() {
             1e6 * (c2 - c1) / n as f64
         );
     });
-}
-
-/// CPU time (user + system) this process used so far, from /proc/self/stat (Linux).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -26,6 +26,7 @@ use rdkafka::{
 };
 use tokio::{sync::mpsc, task::JoinSet};
 use topics::Topic;
+use tracing::Instrument as _;
 
 use crate::{
     dedupe::Dedupe,
@@ -242,6 +243,9 @@ pub async fn run_stage<P: Processor>(
     // Per topic: its counters; per partition: the worker's queue (looked up without allocating).
     let mut workers: HashMap<String, TopicWorkers> = HashMap::new();
     let mut tasks = JoinSet::new();
+    // A worker that panicked: its partition would stall for good, so the stage stops and
+    // exits with an error (its unfinished records are redelivered to the restarted process).
+    let mut crashed: Option<String> = None;
     tokio::pin!(shutdown);
     loop {
         if health.breaker_open.load(Ordering::Relaxed) {
@@ -254,6 +258,17 @@ pub async fn run_stage<P: Processor>(
         }
         let msg = tokio::select! {
             () = shutdown.as_mut() => break,
+            Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                match ended {
+                    Err(e) if e.is_panic() => {
+                        let why = panic_message(e.into_panic());
+                        tracing::error!(panic = %why, "a partition worker panicked; stopping");
+                        crashed = Some(why);
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
             msg = consumer.recv() => msg,
         };
         let msg = match msg {
@@ -319,7 +334,12 @@ pub async fn run_stage<P: Processor>(
         tracing::debug!(error = %e, "final commit (nothing to commit is fine)");
     }
     if args.run_report_secs > 0 {
-        let (status, error) = if health.breaker_open.load(Ordering::Relaxed) {
+        let (status, error) = if let Some(why) = &crashed {
+            (
+                RunStatus::Failed,
+                Some(format!("a partition worker panicked: {why}")),
+            )
+        } else if health.breaker_open.load(Ordering::Relaxed) {
             let why = "stopped by the DLQ circuit breaker".to_owned();
             (RunStatus::Failed, Some(why))
         } else {
@@ -333,8 +353,20 @@ pub async fn run_stage<P: Processor>(
             tracing::warn!("the final run event was not acknowledged within 5 s");
         }
     }
+    if let Some(why) = crashed {
+        anyhow::bail!("a partition worker of {group} panicked: {why}");
+    }
     tracing::info!("stage stopped");
     Ok(())
+}
+
+/// The message of a panic payload (`panic!` with a literal or a formatted string).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// The workers of one input topic and its counters (looked up once, not per record).
@@ -518,9 +550,15 @@ async fn prepare<P: Processor>(
             }
         };
         let meta = input.metadata().clone();
+        // The event's span is attached to the futures that run for it, never entered across
+        // an await: a guard held over an await leaks into other tasks on the thread.
         let span = tracing::info_span!("event", event_id = %meta.event_id, correlation_id = %meta.correlation_id, org_id = meta.org_id);
-        let _guard = span.enter();
-        match shared.dedupe.seen(meta.event_id).await {
+        match shared
+            .dedupe
+            .seen(meta.event_id)
+            .instrument(span.clone())
+            .await
+        {
             Ok(true) => {
                 shared.metrics.deduplicated.get_or_create(&l(&msg)).inc();
                 let c = completion(None, &msg);
@@ -529,7 +567,9 @@ async fn prepare<P: Processor>(
             Ok(false) => {}
             Err(e) => {
                 shared.metrics.dedupe_unavailable.inc();
-                tracing::warn!(error = %e, "dedupe store unavailable; processing at-least-once");
+                span.in_scope(|| {
+                    tracing::warn!(error = %e, "dedupe store unavailable; processing at-least-once")
+                });
             }
         }
         let mut out = Outputs::new(&shared.codec, &meta, &shared.source)
@@ -539,7 +579,12 @@ async fn prepare<P: Processor>(
                 partition: msg.partition(),
                 offset: msg.offset(),
             });
-        match shared.processor.process(input, &mut out).await {
+        match shared
+            .processor
+            .process(input, &mut out)
+            .instrument(span.clone())
+            .await
+        {
             Ok(()) => {
                 let (records, keys) = out.into_parts();
                 let mut c = completion(Some(meta.event_id), &msg);
@@ -561,7 +606,9 @@ async fn prepare<P: Processor>(
                     .inc();
                 if e.retryable && attempt < shared.args.retry_attempts {
                     shared.metrics.retried.get_or_create(&l(&msg)).inc();
-                    tracing::warn!(code = e.code, error = %e.message, attempt, "retrying");
+                    span.in_scope(
+                        || tracing::warn!(code = e.code, error = %e.message, attempt, "retrying"),
+                    );
                     if !pause(shared, attempt).await {
                         return None;
                     }

@@ -1,5 +1,5 @@
 //! The runtime under faults: the DLQ circuit breaker stops a stage that dead-letters
-//! everything, a Redis outage degrades to at-least-once without stalling, and the in-memory
+//! everything, a panicking stage exits with an error instead of stalling its partition, a Redis outage degrades to at-least-once without stalling, and the in-memory
 //! test kit runs a processor without Kafka.
 
 use std::{
@@ -40,6 +40,25 @@ impl Processor for Refuser {
             "TEST_BAD_DEPLOY",
             "this build rejects everything",
         ))
+    }
+}
+
+/// Panics on the change keyed `k/13` (a bug in a stage), echoes the others.
+struct Buggy;
+
+impl Processor for Buggy {
+    type Input = Event<ConfigChange>;
+    const GROUP: ConsumerGroup = ConsumerGroup::RuleEvaluator;
+    fn outputs() -> Vec<Topic> {
+        vec![Topic::AuditEvents]
+    }
+    async fn process(
+        &self,
+        input: Event<ConfigChange>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        assert_ne!(input.payload.key, "k/13", "a stage bug");
+        out.emit(runtime::testing::mirrored(&input))
     }
 }
 
@@ -113,6 +132,40 @@ async fn the_dlq_breaker_stops_a_bad_deploy() {
     assert!(
         (20..200).contains(&dead),
         "stopped after about a window, not the whole topic: {dead}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stage_stops_with_an_error_instead_of_stalling_a_partition() {
+    let broker = Broker::start_memory().expect("broker");
+    let b = broker.bootstrap();
+    create_topics(
+        &b,
+        &[
+            ("config.changes", 6),
+            ("config.changes.dlq", 6),
+            ("audit.events", 6),
+        ],
+    )
+    .await
+    .expect("topics");
+    let codec = Arc::new(Codec::offline());
+    produce_changes(&b, &codec, 0..50).await;
+    let stage = RunningStage::start(
+        Buggy,
+        RuntimeArgs::for_tests(&b),
+        codec,
+        Dedupe::memory(1000),
+    );
+    // No stop signal: the stage must end by itself, with the panic in its error.
+    let ended = tokio::time::timeout(Duration::from_secs(60), stage.task)
+        .await
+        .expect("the stage ended by itself")
+        .expect("not aborted");
+    let err = ended.expect_err("a panic is an error exit");
+    assert!(
+        format!("{err:#}").contains("panicked") && format!("{err:#}").contains("a stage bug"),
+        "{err:#}"
     );
 }
 
