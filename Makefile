@@ -45,3 +45,4 @@ unit: ## run every test (cargo nextest when installed, else cargo test)
 bench: test-prereqs ## benchmarks, each beside a baseline measured in the same run
 	$(CARGO) bench -p envelope --bench codec
 	$(CARGO) bench -p runtime --bench throughput
+	$(CARGO) bench -p gold --bench backlog

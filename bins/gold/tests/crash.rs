@@ -27,7 +27,7 @@ use rdkafka::{
 };
 use schemas::CompatibilityLevel;
 use testkit::{
-    Broker, client_config, committed_offsets, create_topics, end_offsets, free_port,
+    Broker, client_config, committed_offsets, counter_total, create_topics, end_offsets, free_port,
     pg::TestSchema, read_records, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
@@ -216,21 +216,12 @@ async fn send<P: Payload>(producer: &FutureProducer, codec: &Codec, topic: &str,
         .expect("produced");
 }
 
-/// The sum of a Prometheus counter over its labels, from the stage's /metrics.
-async fn scrape(port: u16, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+/// Events the gold on `port` processed so far; `None` when it is gone.
+async fn processed(port: u16) -> Option<f64> {
+    tokio::task::spawn_blocking(move || counter_total(port, runtime::metrics::PROCESSED))
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let prefix = format!("{name}_total");
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+        .ok()
+        .flatten()
 }
 
 struct Env {
@@ -374,19 +365,17 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
         Duration::from_secs(90),
         "gold processed a third of the backlog",
         || async {
-            scrape(port, runtime::metrics::PROCESSED)
+            processed(port)
                 .await
                 .is_some_and(|n| n >= (inputs / 3) as f64)
         },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}; gold's log:\n{}", log()));
-    let at_kill = scrape(port, runtime::metrics::PROCESSED)
-        .await
-        .unwrap_or(0.0);
+    let at_kill = processed(port).await.unwrap_or(0.0);
     gold.0.kill().expect("SIGKILL");
     gold.0.wait().expect("reaped");
-    let processed_before = scrape(port, runtime::metrics::PROCESSED).await;
+    let processed_before = processed(port).await;
     assert!(processed_before.is_none(), "the first gold is gone");
 
     // Second run, flushing every second: it replays what the first did not commit.
@@ -528,9 +517,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
 
     // 3. The first run really was cut off mid-stream, and the second resumed from the
     // committed offsets rather than from the start.
-    let second = scrape(port, runtime::metrics::PROCESSED)
-        .await
-        .expect("metrics");
+    let second = processed(port).await.expect("metrics");
     eprintln!("killed after {at_kill} of {inputs} inputs; the restart processed {second}");
     assert!(
         at_kill < inputs as f64 * 0.9,

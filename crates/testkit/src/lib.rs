@@ -5,8 +5,10 @@
 //! Used only as a dev-dependency. The broker binary is installed into `.local/bin` by
 //! `scripts/install-tansu.sh` (which `make test` runs first).
 
+pub mod bench;
 mod broker;
 mod kafka;
+mod metrics;
 pub mod pg;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
@@ -14,3 +16,4 @@ pub use kafka::{
     TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_topics, end_offsets,
     read_records, wait_until,
 };
+pub use metrics::counter_total;

@@ -1,0 +1,238 @@
+//! Gold working through a backlog, on a real Tansu broker, the project's registry and the
+//! local PostgreSQL: throughput beside a bare rdkafka consume→produce loop over the same
+//! records on the same broker, and the gold process's peak resident memory for a small and a
+//! four times larger backlog. Bounded memory means the two peaks are about the same.
+//!
+//! `cargo bench -p gold --bench backlog` (`make bench`); `BENCH_ROWS` sets the larger
+//! backlog (default 40,000 rows).
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{Days, Utc};
+use envelope::{
+    Codec, Date, Event, Id, Money, RegistryClient, Source,
+    payload::{
+        common::{DspType, EntityRef, EntityType, RowKind},
+        silver::{ProcessedRow, QualityScore, QualityVerdict},
+    },
+};
+use schemas::CompatibilityLevel;
+use testkit::{
+    Broker,
+    bench::{fill, passthrough, rss_kib},
+    counter_total, create_topics, free_port,
+    pg::TestSchema,
+};
+use topics::{PartitionKey, Topic, partition_for};
+
+/// One row of org `i % 50`, campaign `i % 20`, a distinct entity and one of 28 days.
+fn row(i: usize) -> Event<ProcessedRow> {
+    let org = (i % 50 + 1) as i64;
+    let day = Date(Utc::now().date_naive() - Days::new((i % 28) as u64));
+    let impressions = 1_000 + (i as i64 * 37) % 9_000;
+    Event::new(
+        org,
+        Source {
+            service: "silver-processor".into(),
+            instance: "bench".into(),
+        },
+        ProcessedRow {
+            request_id: format!("req-{i}"),
+            dsp_type: DspType::Meta,
+            row_kind: RowKind::Delivery,
+            date: day,
+            entity: EntityRef {
+                entity_type: EntityType::AdGroup,
+                entity_id: format!("adset-{}", i / 28),
+                name: None,
+            },
+            campaign_id: format!("c{}", i % 20),
+            campaign_name: None,
+            advertiser_id: None,
+            impressions,
+            clicks: impressions / 60,
+            conversions: impressions / 900,
+            spend: Money::from_unscaled(impressions * 4).expect("money"),
+            revenue: None,
+            currency: Some("EUR".into()),
+            status: None,
+            booking: None,
+            quality: QualityScore {
+                score: 100,
+                completeness: 40,
+                validity: 30,
+                consistency: 20,
+                timeliness: 10,
+                verdict: QualityVerdict::Pass,
+                reasons: vec![],
+            },
+            is_correction: false,
+            bronze_event_id: Id::new(),
+        },
+    )
+}
+
+struct Round {
+    rows: usize,
+    bare: Duration,
+    gold: Duration,
+    peak_kib: u64,
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn round(rows: usize) -> Round {
+    let broker = Broker::start_memory().expect("broker");
+    let b = broker.bootstrap();
+    let partitions = |t: Topic| i32::try_from(t.spec().partitions).expect("partitions");
+    let mut topics: Vec<(String, i32)> = [
+        Topic::SilverDataProcessed,
+        Topic::ConfigChanges,
+        Topic::GoldDataReady,
+    ]
+    .iter()
+    .flat_map(|t| {
+        [
+            (t.name().to_owned(), partitions(*t)),
+            (t.dlq(), partitions(*t)),
+        ]
+    })
+    .collect();
+    topics.push(("bench.out".into(), partitions(Topic::SilverDataProcessed)));
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    create_topics(&b, &refs).await.expect("topics");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let registry = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("dir");
+    tokio::spawn(schema_registry::serve(
+        listener,
+        schema_registry::Storage::File(dir.path().join("registry.json")),
+        CompatibilityLevel::Backward,
+        None,
+        std::future::pending(),
+    ));
+    let codec = Arc::new(Codec::new(
+        RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
+    ));
+    codec
+        .register(Topic::SilverDataProcessed)
+        .await
+        .expect("register");
+    let n = partitions(Topic::SilverDataProcessed);
+    let records: Vec<(i32, String, Vec<u8>)> = (0..rows)
+        .map(|i| {
+            let e = row(i);
+            (
+                partition_for(PartitionKey::Org(e.metadata.org_id), n as u32),
+                e.record_key(),
+                codec.encode(&e).expect("encode"),
+            )
+        })
+        .collect();
+    fill(&b, "silver.data.processed", &records).await;
+
+    let bare = passthrough(&b, "silver.data.processed", "bench.out", rows).await;
+
+    let schema = TestSchema::create("gold_bench").await.expect("schema");
+    let port = free_port().expect("port");
+    let log = std::fs::File::create(dir.path().join("gold.log")).expect("log");
+    let gold = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_gold"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", &b)
+            .env("SCHEMA_REGISTRY_URL", &registry)
+            .env("GOLD_DATABASE_URL", schema.url())
+            .env("GOLD_FLUSH_INTERVAL_SECS", "0")
+            .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUN_REPORT_SECS", "0")
+            .env("LOG_FORMAT", "json")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("gold starts"),
+    );
+    let pid = gold.0.id();
+    let count = move |name: &'static str| {
+        tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
+    };
+    // Timed from the first record in (start-up and group join excluded, as for the bare
+    // loop); memory sampled every 20 ms.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(runtime::metrics::MESSAGES_IN).await.unwrap_or(0.0) == 0.0 {
+        assert!(Instant::now() < deadline, "gold never consumed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let done = count(runtime::metrics::PROCESSED).await.unwrap_or(0.0);
+        if done >= rows as f64 {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  gold: {done:.0} of {rows} rows");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gold_elapsed = start.elapsed();
+    let (_, peak_kib) = rss_kib(pid).expect("gold's /proc status");
+    drop(gold);
+    schema.drop().await;
+    Round {
+        rows,
+        bare,
+        gold: gold_elapsed,
+        peak_kib,
+    }
+}
+
+fn main() {
+    let large: usize = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut rounds = Vec::new();
+        for rows in [large / 4, large] {
+            eprintln!("backlog of {rows} rows...");
+            rounds.push(round(rows).await);
+        }
+        println!("gold on a backlog (12 partitions, Tansu in memory, local PostgreSQL, one run)");
+        for r in &rounds {
+            let rate = |d: Duration| r.rows as f64 / d.as_secs_f64();
+            println!(
+                "{:>7} rows: gold {:>7.0} rows/s, bare consume->produce {:>7.0} rows/s \
+                 (gold at {:.1} %), gold peak RSS {:.1} MiB",
+                r.rows,
+                rate(r.gold),
+                rate(r.bare),
+                100.0 * rate(r.gold) / rate(r.bare),
+                r.peak_kib as f64 / 1024.0
+            );
+        }
+        let (small, big) = (&rounds[0], &rounds[1]);
+        println!(
+            "peak RSS, {}x the backlog: {:.2}x the memory",
+            big.rows / small.rows.max(1),
+            big.peak_kib as f64 / small.peak_kib.max(1) as f64
+        );
+    });
+}
