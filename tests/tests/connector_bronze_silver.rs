@@ -22,9 +22,8 @@ use envelope::{
 };
 use rdkafka::{Message, message::OwnedMessage};
 use runtime::{RuntimeArgs, dedupe::Dedupe, metrics, testing::RunningStage};
-use schemas::CompatibilityLevel;
 use silver::stage::{Silver, SilverRules};
-use testkit::{Broker, create_topics, read_records, wait_until};
+use testkit::{Broker, create_stage_topics, read_records, wait_until};
 use topics::Topic;
 
 async fn decode_all<P: envelope::Payload>(
@@ -47,33 +46,22 @@ async fn decode_all<P: envelope::Payload>(
 async fn every_raw_row_is_accounted_for_exactly_once_and_orgs_keep_their_order() {
     let broker = Broker::start_memory().expect("broker");
     let b = broker.bootstrap();
-    let topics: Vec<(String, i32)> = [
-        Topic::ConnectorDataRaw,
-        Topic::BronzeDataCleaned,
-        Topic::SilverDataProcessed,
-        Topic::AuditEvents,
-    ]
-    .iter()
-    .flat_map(|t| {
-        let p = i32::try_from(t.spec().partitions).expect("partitions fit i32");
-        [(t.name().to_owned(), p), (t.dlq(), p)]
-    })
-    .collect();
-    let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    create_topics(&b, &refs).await.expect("topics");
+    create_stage_topics(
+        &b,
+        &[
+            Topic::ConnectorDataRaw,
+            Topic::BronzeDataCleaned,
+            Topic::SilverDataProcessed,
+            Topic::AuditEvents,
+        ],
+    )
+    .await
+    .expect("topics");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let registry_url = format!("http://{}", listener.local_addr().expect("addr"));
     let dir = tempfile::tempdir().expect("dir");
-    tokio::spawn(schema_registry::serve(
-        listener,
-        schema_registry::Storage::File(dir.path().join("registry.json")),
-        CompatibilityLevel::Backward,
-        None,
-        std::future::pending(),
-    ));
+    let registry_url = schema_registry::spawn_local(dir.path())
+        .await
+        .expect("registry");
     let codec = runtime::codec(
         Some(&registry_url),
         &[

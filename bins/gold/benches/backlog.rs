@@ -4,7 +4,8 @@
 //! four times larger backlog. Bounded memory means the two peaks are about the same.
 //!
 //! `cargo bench -p gold --bench backlog` (`make bench`); `BENCH_ROWS` sets the larger
-//! backlog (default 40,000 rows).
+//! backlog (default 160,000 rows; the smaller is a quarter, and both exceed the fetch buffer). Gold runs with its defaults
+//! (8 MiB fetch buffer, 500 records per partition in flight) and Redis for dedupe.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -20,11 +21,10 @@ use envelope::{
         silver::{ProcessedRow, QualityScore, QualityVerdict},
     },
 };
-use schemas::CompatibilityLevel;
 use testkit::{
     Broker,
     bench::{fill, passthrough, rss_kib},
-    counter_total, create_topics, free_port,
+    counter_total, create_stage_topics, create_topics, free_port,
     pg::TestSchema,
 };
 use topics::{PartitionKey, Topic, partition_for};
@@ -81,6 +81,8 @@ struct Round {
     bare: Duration,
     gold: Duration,
     peak_kib: u64,
+    /// Resident memory when a quarter, half, three quarters and all of the backlog were done.
+    quartiles_kib: Vec<u64>,
 }
 
 struct KillOnDrop(Child);
@@ -96,35 +98,24 @@ async fn round(rows: usize) -> Round {
     let broker = Broker::start_memory().expect("broker");
     let b = broker.bootstrap();
     let partitions = |t: Topic| i32::try_from(t.spec().partitions).expect("partitions");
-    let mut topics: Vec<(String, i32)> = [
-        Topic::SilverDataProcessed,
-        Topic::ConfigChanges,
-        Topic::GoldDataReady,
-    ]
-    .iter()
-    .flat_map(|t| {
-        [
-            (t.name().to_owned(), partitions(*t)),
-            (t.dlq(), partitions(*t)),
-        ]
-    })
-    .collect();
-    topics.push(("bench.out".into(), partitions(Topic::SilverDataProcessed)));
-    let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    create_topics(&b, &refs).await.expect("topics");
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    create_stage_topics(
+        &b,
+        &[
+            Topic::SilverDataProcessed,
+            Topic::ConfigChanges,
+            Topic::GoldDataReady,
+        ],
+    )
+    .await
+    .expect("topics");
+    create_topics(&b, &[("bench.out", partitions(Topic::SilverDataProcessed))])
         .await
-        .expect("bind");
-    let registry = format!("http://{}", listener.local_addr().expect("addr"));
+        .expect("topics");
+
     let dir = tempfile::tempdir().expect("dir");
-    tokio::spawn(schema_registry::serve(
-        listener,
-        schema_registry::Storage::File(dir.path().join("registry.json")),
-        CompatibilityLevel::Backward,
-        None,
-        std::future::pending(),
-    ));
+    let registry = schema_registry::spawn_local(dir.path())
+        .await
+        .expect("registry");
     let codec = Arc::new(Codec::new(
         RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
     ));
@@ -158,6 +149,9 @@ async fn round(rows: usize) -> Round {
             .env("GOLD_FLUSH_INTERVAL_SECS", "0")
             .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
             .env("RUN_REPORT_SECS", "0")
+            // event_id dedupe in Redis, as in production (ids of this run only, short TTL).
+            .env("REDIS_URL", "redis://127.0.0.1:6379")
+            .env("DEDUPE_TTL_SECS", "600")
             .env("LOG_FORMAT", "json")
             .stdout(log.try_clone().expect("log"))
             .stderr(Stdio::from(log))
@@ -177,8 +171,14 @@ async fn round(rows: usize) -> Round {
     }
     let start = Instant::now();
     let mut last_report = Instant::now();
+    let mut quartiles_kib = Vec::new();
     loop {
         let done = count(runtime::metrics::PROCESSED).await.unwrap_or(0.0);
+        while quartiles_kib.len() < 4
+            && done >= rows as f64 * (quartiles_kib.len() + 1) as f64 / 4.0
+        {
+            quartiles_kib.push(rss_kib(pid).map_or(0, |(now, _)| now));
+        }
         if done >= rows as f64 {
             break;
         }
@@ -197,6 +197,7 @@ async fn round(rows: usize) -> Round {
         bare,
         gold: gold_elapsed,
         peak_kib,
+        quartiles_kib,
     }
 }
 
@@ -204,7 +205,7 @@ fn main() {
     let large: usize = std::env::var("BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40_000);
+        .unwrap_or(160_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -226,6 +227,15 @@ fn main() {
                 rate(r.bare),
                 100.0 * rate(r.gold) / rate(r.bare),
                 r.peak_kib as f64 / 1024.0
+            );
+            let mib: Vec<String> = r
+                .quartiles_kib
+                .iter()
+                .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+                .collect();
+            println!(
+                "         RSS at 25/50/75/100 % of the backlog done: {} MiB",
+                mib.join(" / ")
             );
         }
         let (small, big) = (&rounds[0], &rounds[1]);

@@ -28,7 +28,23 @@ CREATE TABLE IF NOT EXISTS gold_rows (
     updated_at    timestamptz   NOT NULL DEFAULT now(),
     PRIMARY KEY (org_id, dsp_type, entity_id, day)
 );
-CREATE INDEX IF NOT EXISTS gold_rows_campaign_day ON gold_rows (org_id, campaign_id, day);
+
+-- Per campaign, line item ('' = rows of other entities) and day: the sums of gold_rows,
+-- kept in step with it (each row change adds its difference in the same statement), so an
+-- aggregate reads at most one row per day and line item however many entities deliver.
+CREATE TABLE IF NOT EXISTS gold_days (
+    org_id        bigint        NOT NULL,
+    campaign_id   text          NOT NULL,
+    line_item_id  text          NOT NULL,
+    day           date          NOT NULL,
+    impressions   bigint        NOT NULL,
+    clicks        bigint        NOT NULL,
+    conversions   bigint        NOT NULL,
+    spend         numeric(20,2) NOT NULL,
+    rows          bigint        NOT NULL,
+    quality_sum   bigint        NOT NULL,
+    PRIMARY KEY (org_id, campaign_id, day, line_item_id)
+);
 
 -- Bookings from config.changes (source 'config', versioned per change) and from CRM booking
 -- rows (source 'report', versioned by input offset). A config booking wins over a report one.

@@ -210,11 +210,24 @@ impl Gold {
             spend: row.spend,
             quality_score: row.quality.score,
         };
-        if store.put_row(at, &state).await? == Applied::Replay {
+        let (applied, moved_from) = store.put_row(at, &state).await?;
+        if applied == Applied::Replay {
             tracing::debug!(
                 offset = at.offset,
                 "replayed row: state unchanged, aggregates re-emitted"
             );
+        }
+        if let Some(previous) = moved_from {
+            // A correction moved the row to another campaign: the old one lost it.
+            let target = Target {
+                partition: at.partition,
+                org_id,
+                campaign_id: &previous,
+                line_items: Vec::new(),
+                whole_campaign: true,
+            };
+            self.emit_campaign(out, target, Day::Row(row.date), Trigger::Update)
+                .await?;
         }
         let target = Target {
             partition: at.partition,

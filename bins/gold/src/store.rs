@@ -1,5 +1,5 @@
-//! Gold's state in PostgreSQL: rows by silver's dedupe key, bookings, and the next input offset
-//! per partition. Every change is one statement that also claims the input offset it
+//! Gold's state in PostgreSQL: rows by silver's dedupe key, their per-day sums, bookings, and
+//! the next input offset per partition. Every change is one statement that also claims the input offset it
 //! reflects, so a replayed record (after a crash, before its offset was committed) changes
 //! nothing and a record is never counted twice.
 
@@ -257,8 +257,13 @@ impl GoldStore {
     }
 
     /// Upsert a delivery row (a correction replaces the earlier row with its key) and claim
-    /// `at`, in one statement.
-    pub async fn put_row(&self, at: Position, row: &RowState) -> Result<Applied, StoreError> {
+    /// `at`, in one statement. Also returns the campaign the row belonged to before, when a
+    /// correction moved it to another campaign (whose aggregates changed too).
+    pub async fn put_row(
+        &self,
+        at: Position,
+        row: &RowState,
+    ) -> Result<(Applied, Option<String>), StoreError> {
         let live = self.live(at.partition).await?;
         let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
         let line_item = row.line_item_id.clone().unwrap_or_default();
@@ -281,7 +286,11 @@ impl GoldStore {
             &partition,
         ];
         let r = live.client.query_one(&live.stmts.put_row, &params).await?;
-        Ok(applied(r.get(0)))
+        let previous: Option<String> = r.get(1);
+        Ok((
+            applied(r.get(0)),
+            previous.filter(|c| *c != row.campaign_id),
+        ))
     }
 
     /// Upsert (or, `deleted`, tombstone) a booking from `source` at `version` and claim `at`;
@@ -412,9 +421,16 @@ async fn prepare(client: &Client) -> Result<Statements, StoreError> {
     let claim_only = client
         .prepare(&format!("{CLAIM} SELECT count(*) FROM claim"))
         .await?;
+    // The row's previous version (if any) is read before the upsert (every part of one
+    // statement sees the same snapshot), and gold_days gets new minus old.
     let put_row = client
         .prepare(&format!(
-            "{CLAIM}, put AS ( \
+            "{CLAIM}, old AS ( \
+             SELECT campaign_id, line_item_id, impressions, clicks, conversions, spend, \
+               quality_score FROM gold_rows \
+             WHERE org_id = $4::bigint AND dsp_type = $5::text AND entity_id = $6::text \
+               AND day = $7::date AND EXISTS (SELECT 1 FROM claim) FOR UPDATE), \
+             put AS ( \
              INSERT INTO gold_rows (org_id, dsp_type, entity_id, day, campaign_id, line_item_id, \
                impressions, clicks, conversions, spend, quality_score, src_partition, src_offset) \
              SELECT $4::bigint, $5::text, $6::text, $7::date, $8::text, $9::text, $10::bigint, \
@@ -426,8 +442,29 @@ async fn prepare(client: &Client) -> Result<Statements, StoreError> {
                conversions = EXCLUDED.conversions, spend = EXCLUDED.spend, \
                quality_score = EXCLUDED.quality_score, src_partition = EXCLUDED.src_partition, \
                src_offset = EXCLUDED.src_offset, updated_at = now() \
+             RETURNING 1), \
+             deltas AS ( \
+             SELECT $8::text AS campaign_id, $9::text AS line_item_id, $10::bigint AS impressions, \
+               $11::bigint AS clicks, $12::bigint AS conversions, $13::numeric AS spend, \
+               1::bigint AS rows, $14::bigint AS quality FROM claim \
+             UNION ALL \
+             SELECT campaign_id, line_item_id, -impressions, -clicks, -conversions, -spend, \
+               -1, -quality_score::bigint FROM old), \
+             days AS ( \
+             INSERT INTO gold_days (org_id, campaign_id, line_item_id, day, impressions, clicks, \
+               conversions, spend, rows, quality_sum) \
+             SELECT $4::bigint, campaign_id, line_item_id, $7::date, sum(impressions), \
+               sum(clicks), sum(conversions), sum(spend), sum(rows), sum(quality) \
+             FROM deltas GROUP BY campaign_id, line_item_id \
+             ON CONFLICT (org_id, campaign_id, day, line_item_id) DO UPDATE SET \
+               impressions = gold_days.impressions + EXCLUDED.impressions, \
+               clicks = gold_days.clicks + EXCLUDED.clicks, \
+               conversions = gold_days.conversions + EXCLUDED.conversions, \
+               spend = gold_days.spend + EXCLUDED.spend, \
+               rows = gold_days.rows + EXCLUDED.rows, \
+               quality_sum = gold_days.quality_sum + EXCLUDED.quality_sum \
              RETURNING 1) \
-             SELECT count(*) FROM claim"
+             SELECT count(*), (SELECT campaign_id FROM old) FROM claim"
         ))
         .await?;
     let put_booking = client
@@ -453,10 +490,10 @@ async fn prepare(client: &Client) -> Result<Statements, StoreError> {
         .await?;
     let days = client
         .prepare(
-            "SELECT day, line_item_id, sum(impressions)::bigint, sum(clicks)::bigint, \
-               sum(conversions)::bigint, sum(spend), count(*), sum(quality_score)::bigint \
-             FROM gold_rows WHERE org_id = $1 AND campaign_id = $2 AND day BETWEEN $3 AND $4 \
-             GROUP BY day, line_item_id",
+            "SELECT day, line_item_id, impressions, clicks, conversions, spend, rows, \
+               quality_sum \
+             FROM gold_days WHERE org_id = $1 AND campaign_id = $2 AND day BETWEEN $3 AND $4 \
+               AND rows > 0",
         )
         .await?;
     let bookings = client

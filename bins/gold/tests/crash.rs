@@ -25,10 +25,9 @@ use rdkafka::{
     Message,
     producer::{FutureProducer, FutureRecord},
 };
-use schemas::CompatibilityLevel;
 use testkit::{
-    Broker, client_config, committed_offsets, counter_total, create_topics, end_offsets, free_port,
-    pg::TestSchema, read_records, wait_until,
+    Broker, client_config, committed_offsets, counter_total, create_stage_topics, end_offsets,
+    free_port, pg::TestSchema, read_records, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
 
@@ -259,32 +258,21 @@ fn spawn_gold(env: &Env, metrics_port: u16, flush_secs: u64) -> KillOnDrop {
 async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice() {
     let broker = Broker::start_memory().expect("broker");
     let b = broker.bootstrap();
-    let topics: Vec<(String, i32)> = [
-        Topic::SilverDataProcessed,
-        Topic::ConfigChanges,
-        Topic::GoldDataReady,
-    ]
-    .iter()
-    .flat_map(|t| {
-        let p = i32::try_from(t.spec().partitions).expect("partitions");
-        [(t.name().to_owned(), p), (t.dlq(), p)]
-    })
-    .collect();
-    let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    create_topics(&b, &refs).await.expect("topics");
+    create_stage_topics(
+        &b,
+        &[
+            Topic::SilverDataProcessed,
+            Topic::ConfigChanges,
+            Topic::GoldDataReady,
+        ],
+    )
+    .await
+    .expect("topics");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let registry = format!("http://{}", listener.local_addr().expect("addr"));
     let dir = tempfile::tempdir().expect("dir");
-    tokio::spawn(schema_registry::serve(
-        listener,
-        schema_registry::Storage::File(dir.path().join("registry.json")),
-        CompatibilityLevel::Backward,
-        None,
-        std::future::pending(),
-    ));
+    let registry = schema_registry::spawn_local(dir.path())
+        .await
+        .expect("registry");
     let codec = Arc::new(Codec::new(
         RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
     ));

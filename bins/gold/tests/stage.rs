@@ -194,6 +194,71 @@ async fn a_correction_replaces_and_a_replay_does_not_double_count() {
     }
     let again = outputs(&at(&stage, &row(2, "b", day(2024, 12, 10), 500, "5.00"), 1).await);
     assert_eq!(find(&again, Grain::Daily, None).impressions, 1300);
+    assert_days_match_rows(&schema).await;
+    schema.drop().await;
+}
+
+/// gold_days must equal the sums of gold_rows, whatever was corrected or replayed.
+async fn assert_days_match_rows(schema: &TestSchema) {
+    let q = |table: &str| {
+        format!(
+            "SELECT org_id, campaign_id, line_item_id, day, impressions, clicks, conversions, \
+             spend::text, rows FROM {table} WHERE rows > 0 ORDER BY 1, 2, 3, 4",
+        )
+    };
+    let n = schema.name();
+    let days = schema
+        .admin()
+        .query(&q(&format!("{n}.gold_days")), &[])
+        .await
+        .expect("days");
+    let sums = format!(
+        "(SELECT org_id, campaign_id, line_item_id, day, sum(impressions)::bigint AS impressions, \
+         sum(clicks)::bigint AS clicks, sum(conversions)::bigint AS conversions, \
+         sum(spend) AS spend, count(*) AS rows FROM {n}.gold_rows \
+         GROUP BY 1, 2, 3, 4) s"
+    );
+    let rows = schema.admin().query(&q(&sums), &[]).await.expect("rows");
+    let show = |rs: &[tokio_postgres::Row]| -> Vec<String> {
+        rs.iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {} {} {} {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, chrono::NaiveDate>(3),
+                    r.get::<_, i64>(4),
+                    r.get::<_, i64>(5),
+                    r.get::<_, i64>(6),
+                    r.get::<_, String>(7),
+                    r.get::<_, i64>(8)
+                )
+            })
+            .collect()
+    };
+    assert_eq!(show(&days), show(&rows), "gold_days vs gold_rows");
+}
+
+#[tokio::test]
+async fn a_correction_into_another_campaign_moves_its_numbers() {
+    let (stage, schema) = gold().await;
+    at(&stage, &row(6, "a", day(2024, 12, 10), 1000, "10.00"), 0).await;
+    at(&stage, &row(6, "b", day(2024, 12, 10), 500, "5.00"), 1).await;
+    let mut moved = row(6, "a", day(2024, 12, 10), 700, "7.00");
+    moved.payload.campaign_id = "c2".into();
+    let out = outputs(&at(&stage, &moved, 2).await);
+    let of = |c: &str| -> Vec<AggregateReady> {
+        out.iter().filter(|a| a.campaign_id == c).cloned().collect()
+    };
+    assert_eq!(find(&of("c2"), Grain::Daily, None).impressions, 700);
+    let daily = find(&of("c1"), Grain::Daily, None);
+    assert_eq!(
+        (daily.impressions, daily.rows),
+        (500, 1),
+        "c1 lost entity a, and says so at once"
+    );
+    assert_days_match_rows(&schema).await;
     schema.drop().await;
 }
 

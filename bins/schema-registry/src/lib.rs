@@ -3,7 +3,8 @@
 //! permanent delete), with compatibility checked by Avro schema resolution and state kept in a
 //! JSON file or in PostgreSQL.
 //!
-//! [`serve`] runs it on a listener, so tests start it in-process on a free port.
+//! [`serve`] runs it on a listener; [`spawn_local`] starts it in-process on a free local port
+//! (what tests and benchmarks use).
 
 pub mod api;
 pub mod error;
@@ -38,4 +39,20 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Start a registry in this process on a free port of 127.0.0.1, storing its state in
+/// `dir/registry.json`, with compatibility `BACKWARD` and no authentication; it runs until
+/// the process's async runtime stops. Returns its URL.
+pub async fn spawn_local(dir: &std::path::Path) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(serve(
+        listener,
+        Storage::File(dir.join("registry.json")),
+        CompatibilityLevel::Backward,
+        None,
+        std::future::pending(),
+    ));
+    Ok(url)
 }

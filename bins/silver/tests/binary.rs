@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,7 +23,6 @@ use rdkafka::{
     Message,
     producer::{FutureProducer, FutureRecord},
 };
-use schemas::CompatibilityLevel;
 use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets, read_records};
 use topics::{PartitionKey, Topic, partition_for};
 
@@ -101,19 +100,10 @@ async fn silver_scores_rows_and_stops_cleanly_on_sigterm() {
     )
     .await
     .expect("topics");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let registry_url = format!("http://{}", listener.local_addr().expect("addr"));
     let dir = tempfile::tempdir().expect("dir");
-    let storage = schema_registry::Storage::File(dir.path().join("registry.json"));
-    tokio::spawn(schema_registry::serve(
-        listener,
-        storage,
-        CompatibilityLevel::Backward,
-        None,
-        std::future::pending(),
-    ));
+    let registry_url = schema_registry::spawn_local(dir.path())
+        .await
+        .expect("registry");
 
     let codec = Arc::new(Codec::new(
         RegistryClient::new(&registry_url, None, Duration::from_secs(5)).expect("client"),

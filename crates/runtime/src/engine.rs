@@ -186,6 +186,10 @@ pub async fn run_stage<P: Processor>(
     for (k, v) in CONSUMER_DEFAULTS {
         cc.set(*k, *v);
     }
+    cc.set(
+        "queued.max.messages.kbytes",
+        args.fetch_buffer_kib.max(1).to_string(),
+    );
     cc.set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

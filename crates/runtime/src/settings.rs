@@ -31,6 +31,11 @@ pub struct RuntimeArgs {
     /// Records buffered per partition before consumption pauses (backpressure).
     #[arg(long, env = "MAX_IN_FLIGHT_PER_PARTITION", default_value_t = 500)]
     pub max_in_flight_per_partition: usize,
+    /// Kilobytes of records the consumer prefetches ahead of processing, over all partitions
+    /// (librdkafka's `queued.max.messages.kbytes`): with the per-partition queues, this caps
+    /// the stage's memory however large the backlog.
+    #[arg(long, env = "FETCH_BUFFER_KIB", default_value_t = 8192)]
+    pub fetch_buffer_kib: u64,
     /// Attempts for a retryable error before the record goes to the DLQ.
     #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 5)]
     pub retry_attempts: u32,
@@ -68,6 +73,7 @@ impl RuntimeArgs {
             redis_url: None,
             dedupe_ttl_secs: 86_400,
             max_in_flight_per_partition: 500,
+            fetch_buffer_kib: 8192,
             retry_attempts: 3,
             retry_backoff_ms: 10,
             dlq_breaker_threshold: 0.5,

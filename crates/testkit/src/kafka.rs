@@ -50,6 +50,18 @@ where
     }
 }
 
+/// Create adpipe topics with their configured partitions, each with its `.dlq` side topic.
+pub async fn create_stage_topics(bootstrap: &str, topics: &[topics::Topic]) -> anyhow::Result<()> {
+    let mut all: Vec<(String, i32)> = Vec::new();
+    for t in topics {
+        let partitions = i32::try_from(t.spec().partitions).context("partitions fit i32")?;
+        all.push((t.name().to_owned(), partitions));
+        all.push((t.dlq(), partitions));
+    }
+    let refs: Vec<(&str, i32)> = all.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    create_topics(bootstrap, &refs).await
+}
+
 /// Create `topics` (name, partitions) with replication 1 and wait until metadata shows them.
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =

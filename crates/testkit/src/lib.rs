@@ -13,7 +13,7 @@ pub mod pg;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
 pub use kafka::{
-    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_topics, end_offsets,
-    read_records, wait_until,
+    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics, create_topics,
+    end_offsets, read_records, wait_until,
 };
 pub use metrics::counter_total;
