@@ -14,13 +14,7 @@ use std::{
 };
 
 use chrono::{Days, Utc};
-use envelope::{
-    Codec, Date, Event, Id, Money, RegistryClient, Source,
-    payload::{
-        common::{DspType, EntityRef, EntityType, RowKind},
-        silver::{ProcessedRow, QualityScore, QualityVerdict},
-    },
-};
+use envelope::{Codec, Date, Event, Money, RegistryClient, payload::silver::ProcessedRow};
 use testkit::{
     Broker,
     bench::{fill, passthrough, rss_kib},
@@ -34,46 +28,9 @@ fn row(i: usize) -> Event<ProcessedRow> {
     let org = (i % 50 + 1) as i64;
     let day = Date(Utc::now().date_naive() - Days::new((i % 28) as u64));
     let impressions = 1_000 + (i as i64 * 37) % 9_000;
-    Event::new(
-        org,
-        Source {
-            service: "silver-processor".into(),
-            instance: "bench".into(),
-        },
-        ProcessedRow {
-            request_id: format!("req-{i}"),
-            dsp_type: DspType::Meta,
-            row_kind: RowKind::Delivery,
-            date: day,
-            entity: EntityRef {
-                entity_type: EntityType::AdGroup,
-                entity_id: format!("adset-{}", i / 28),
-                name: None,
-            },
-            campaign_id: format!("c{}", i % 20),
-            campaign_name: None,
-            advertiser_id: None,
-            impressions,
-            clicks: impressions / 60,
-            conversions: impressions / 900,
-            spend: Money::from_unscaled(impressions * 4).expect("money"),
-            revenue: None,
-            currency: Some("EUR".into()),
-            status: None,
-            booking: None,
-            quality: QualityScore {
-                score: 100,
-                completeness: 40,
-                validity: 30,
-                consistency: 20,
-                timeliness: 10,
-                verdict: QualityVerdict::Pass,
-                reasons: vec![],
-            },
-            is_correction: false,
-            bronze_event_id: Id::new(),
-        },
-    )
+    let spend = Money::from_unscaled(impressions * 4).expect("money");
+    let (campaign, entity) = (format!("c{}", i % 20), format!("adset-{}", i / 28));
+    gold::fixtures::delivery_row(org, &campaign, &entity, day, impressions, spend)
 }
 
 struct Round {

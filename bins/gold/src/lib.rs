@@ -3,6 +3,7 @@
 //! aggregation periods live in [`formulas`], the stage's logic in [`stage`], and its state in
 //! PostgreSQL behind [`store`].
 
+pub mod fixtures;
 pub mod formulas;
 pub mod stage;
 pub mod store;

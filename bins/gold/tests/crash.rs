@@ -12,12 +12,12 @@ use std::{
 
 use chrono::{Days, Utc};
 use envelope::{
-    Codec, Date, Event, Id, Money, Payload, RegistryClient, Source, Timestamp,
+    Codec, Date, Event, Money, Payload, RegistryClient, Source, Timestamp,
     payload::{
-        common::{Actor, ActorType, Booking, DspType, EntityRef, EntityType, RowKind},
+        common::{Actor, ActorType, Booking},
         config::{ConfigChange, ConfigItem, ConfigOp},
         gold::{AggregateReady, Grain, Trigger},
-        silver::{ProcessedRow, QualityScore, QualityVerdict},
+        silver::{ProcessedRow, QualityVerdict},
     },
 };
 use gold::formulas::{self, Flight, periods_of};
@@ -71,47 +71,17 @@ fn row(
     verdict: QualityVerdict,
 ) -> Event<ProcessedRow> {
     let impressions = 1_000 + seed * 37 % 5_000;
-    Event::new(
-        org,
-        source("silver-processor"),
-        ProcessedRow {
-            request_id: format!("req-{seed}"),
-            dsp_type: DspType::Ttd,
-            row_kind: RowKind::Delivery,
-            date,
-            entity: EntityRef {
-                entity_type: EntityType::AdGroup,
-                entity_id: format!("o{org}-c{c}-e{e}"),
-                name: None,
-            },
-            campaign_id: format!("c{c}"),
-            campaign_name: None,
-            advertiser_id: None,
-            impressions,
-            clicks: impressions / 50,
-            conversions: impressions / 700,
-            spend: Money::from_unscaled(impressions * 3 + seed % 100).expect("money"),
-            revenue: None,
-            currency: Some("USD".into()),
-            status: None,
-            booking: None,
-            quality: QualityScore {
-                score: if verdict == QualityVerdict::Quarantine {
-                    40
-                } else {
-                    95
-                },
-                completeness: 40,
-                validity: 30,
-                consistency: 20,
-                timeliness: 5,
-                verdict,
-                reasons: vec![],
-            },
-            is_correction: false,
-            bronze_event_id: Id::new(),
-        },
-    )
+    let spend = Money::from_unscaled(impressions * 3 + seed % 100).expect("money");
+    let (campaign, entity) = (format!("c{c}"), format!("o{org}-c{c}-e{e}"));
+    let mut r = gold::fixtures::delivery_row(org, &campaign, &entity, date, impressions, spend);
+    r.payload.request_id = format!("req-{seed}");
+    r.payload.clicks = impressions / 50;
+    r.payload.conversions = impressions / 700;
+    r.payload.quality.verdict = verdict;
+    if verdict == QualityVerdict::Quarantine {
+        r.payload.quality.score = 40;
+    }
+    r
 }
 
 fn booking(org: i64, c: usize) -> Event<ConfigChange> {

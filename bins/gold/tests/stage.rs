@@ -3,12 +3,12 @@
 //! over CRM, deletions) and line items.
 
 use envelope::{
-    Codec, Date, Event, Id, Money, Source,
+    Codec, Date, Event, Money, Source,
     payload::{
-        common::{Actor, ActorType, Booking, DspType, EntityRef, EntityType, RowKind},
+        common::{Actor, ActorType, Booking, DspType, EntityType, RowKind},
         config::{ConfigChange, ConfigItem, ConfigOp},
         gold::{AggregateReady, Grain, Trigger},
-        silver::{ProcessedRow, QualityScore, QualityVerdict},
+        silver::{ProcessedRow, QualityVerdict},
     },
 };
 use gold::stage::{Gold, GoldSettings};
@@ -27,52 +27,9 @@ fn money(s: &str) -> Money {
     s.parse().expect("money")
 }
 
-fn source() -> Source {
-    Source {
-        service: "silver-processor".into(),
-        instance: "t".into(),
-    }
-}
-
-/// A DV360-like delivery row of `org`, campaign `c1`.
+/// A delivery row of `org`, campaign `c1`.
 fn row(org: i64, entity: &str, date: Date, impressions: i64, spend: &str) -> Event<ProcessedRow> {
-    Event::new(
-        org,
-        source(),
-        ProcessedRow {
-            request_id: "req-1".into(),
-            dsp_type: DspType::Ttd,
-            row_kind: RowKind::Delivery,
-            date,
-            entity: EntityRef {
-                entity_type: EntityType::AdGroup,
-                entity_id: entity.into(),
-                name: None,
-            },
-            campaign_id: "c1".into(),
-            campaign_name: None,
-            advertiser_id: None,
-            impressions,
-            clicks: impressions / 100,
-            conversions: impressions / 1000,
-            spend: money(spend),
-            revenue: None,
-            currency: Some("USD".into()),
-            status: None,
-            booking: None,
-            quality: QualityScore {
-                score: 100,
-                completeness: 40,
-                validity: 30,
-                consistency: 20,
-                timeliness: 10,
-                verdict: QualityVerdict::Pass,
-                reasons: vec![],
-            },
-            is_correction: false,
-            bronze_event_id: Id::new(),
-        },
-    )
+    gold::fixtures::delivery_row(org, "c1", entity, date, impressions, money(spend))
 }
 
 fn december_booking(line_item: Option<&str>, booked: i64, revenue: &str) -> Booking {
