@@ -10,36 +10,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use envelope::{Codec, Event, payload::config::ConfigChange};
-use runtime::testing::RunningStage;
-use runtime::{Outputs, ProcessError, Processor, RuntimeArgs, dedupe::Dedupe};
+use envelope::Codec;
+use runtime::testing::{Echo, RunningStage};
+use runtime::{RuntimeArgs, dedupe::Dedupe};
 use testkit::{
     Broker,
     bench::{cpu_seconds, fill, passthrough},
     create_topics,
 };
-use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
-
-struct Mirror;
-
-impl Processor for Mirror {
-    type Input = Event<ConfigChange>;
-    const GROUP: ConsumerGroup = ConsumerGroup::GoldProcessor;
-    fn outputs() -> Vec<Topic> {
-        vec![Topic::AuditEvents]
-    }
-    async fn process(
-        &self,
-        input: Event<ConfigChange>,
-        out: &mut Outputs<'_>,
-    ) -> Result<(), ProcessError> {
-        out.emit(runtime::testing::mirrored(&input))
-    }
-}
+use topics::{PartitionKey, partition_for};
 
 async fn stage(b: &str, n: usize, codec: Arc<Codec>) -> Duration {
     let stage = RunningStage::start(
-        Mirror,
+        Echo,
         RuntimeArgs::for_tests(b),
         codec,
         Dedupe::memory(n * 2),

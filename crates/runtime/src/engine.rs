@@ -698,6 +698,7 @@ async fn produce_all<P: Processor>(
                 .produced
                 .inc_by((results_len - failed.len()) as u64);
         }
+        shared.metrics.produce_retried.inc_by(failed.len() as u64);
         pending = failed;
         if !pending.is_empty() && !pause(shared, attempt).await {
             return false;

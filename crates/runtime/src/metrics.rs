@@ -20,6 +20,8 @@ pub const DEDUPLICATED: &str = "adpipe_events_deduplicated";
 pub const DEDUPE_UNAVAILABLE: &str = "adpipe_dedupe_unavailable";
 /// Records written to output topics and acknowledged (DLQ records not included).
 pub const PRODUCED: &str = "adpipe_records_produced";
+/// Output records the broker refused (or that timed out) and that were sent again.
+pub const PRODUCE_RETRIED: &str = "adpipe_produce_retried";
 /// Rows a stage quarantined (silver's quality verdict), counted by the stage.
 pub const QUARANTINED: &str = "adpipe_rows_quarantined";
 /// Seconds from record arrival to offset stored.
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub dedupe_unavailable: Counter,
     /// See [`PRODUCED`].
     pub produced: Counter,
+    /// See [`PRODUCE_RETRIED`].
+    pub produce_retried: Counter,
     /// See [`QUARANTINED`].
     pub quarantined: Counter,
     /// See [`PROCESSING_SECONDS`].
@@ -79,6 +83,7 @@ impl Default for Metrics {
             deduplicated: Family::default(),
             dedupe_unavailable: Counter::default(),
             produced: Counter::default(),
+            produce_retried: Counter::default(),
             quarantined: Counter::default(),
             processing_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -112,6 +117,11 @@ impl Default for Metrics {
             PRODUCED,
             "Records produced and acknowledged",
             m.produced.clone(),
+        );
+        registry.register(
+            PRODUCE_RETRIED,
+            "Output records sent again after a refused or timed-out produce",
+            m.produce_retried.clone(),
         );
         registry.register(QUARANTINED, "Rows quarantined", m.quarantined.clone());
         registry.register(

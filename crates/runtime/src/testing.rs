@@ -144,6 +144,28 @@ pub fn config_change(org: i64, key: &str) -> Event<ConfigChange> {
     )
 }
 
+/// The simplest stage: one [`mirrored`] audit event per config change. The runtime's own
+/// tests and benchmarks run it to exercise the loop rather than a stage's logic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Processor for Echo {
+    type Input = Event<ConfigChange>;
+    const GROUP: topics::ConsumerGroup = topics::ConsumerGroup::NotificationSender;
+
+    fn outputs() -> Vec<topics::Topic> {
+        vec![topics::Topic::AuditEvents]
+    }
+
+    async fn process(
+        &self,
+        input: Event<ConfigChange>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        out.emit(mirrored(&input))
+    }
+}
+
 /// The audit event a test stage emits for a config change: `config.mirrored` on the change's
 /// key, by the change's actor.
 pub fn mirrored(input: &Event<ConfigChange>) -> AuditEvent {

@@ -1,8 +1,11 @@
 //! The runtime under faults: the DLQ circuit breaker stops a stage that dead-letters
-//! everything, a panicking stage exits with an error instead of stalling its partition, a Redis outage degrades to at-least-once without stalling, and the in-memory
-//! test kit runs a processor without Kafka.
+//! everything, a panicking stage exits with an error instead of stalling its partition,
+//! refused produce requests (on librdkafka's mock cluster) lose and double nothing, a Redis
+//! outage degrades to at-least-once without stalling, and the in-memory test kit runs a
+//! processor without Kafka.
 
 use std::{
+    collections::HashSet,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -12,14 +15,21 @@ use envelope::{
     Codec, Event,
     payload::{audit::AuditEvent, config::ConfigChange},
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use runtime::testing::{RunningStage, config_change};
+use rdkafka::{
+    Message as _,
+    producer::{FutureProducer, FutureRecord},
+    types::{RDKafkaApiKey, RDKafkaRespErr},
+};
+use runtime::testing::{Echo, RunningStage, config_change};
 use runtime::{
     Outputs, ProcessError, Processor, RuntimeArgs,
     dedupe::Dedupe,
     metrics::{DEAD_LETTERED, PROCESSED},
 };
-use testkit::{Broker, client_config, create_topics, free_port, wait_until};
+use testkit::{
+    Broker, MockBroker, client_config, committed_offsets, create_topics, end_offsets, free_port,
+    read_records, wait_until,
+};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 /// Refuses every event.
@@ -58,24 +68,6 @@ impl Processor for Buggy {
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
         assert_ne!(input.payload.key, "k/13", "a stage bug");
-        out.emit(runtime::testing::mirrored(&input))
-    }
-}
-
-/// Emits one audit event per change (the same shape as in tests/stage.rs, kept minimal).
-struct Echo;
-
-impl Processor for Echo {
-    type Input = Event<ConfigChange>;
-    const GROUP: ConsumerGroup = ConsumerGroup::NotificationSender;
-    fn outputs() -> Vec<Topic> {
-        vec![Topic::AuditEvents]
-    }
-    async fn process(
-        &self,
-        input: Event<ConfigChange>,
-        out: &mut Outputs<'_>,
-    ) -> Result<(), ProcessError> {
         out.emit(runtime::testing::mirrored(&input))
     }
 }
@@ -166,6 +158,66 @@ async fn a_panicking_stage_stops_with_an_error_instead_of_stalling_a_partition()
     assert!(
         format!("{err:#}").contains("panicked") && format!("{err:#}").contains("a stage bug"),
         "{err:#}"
+    );
+}
+
+/// On librdkafka's mock cluster, whose error injection a real broker does not offer: the
+/// broker refuses produce requests for a while; the outputs are retried until acknowledged,
+/// every input gets exactly one output, and every offset is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_produce_errors_lose_nothing_and_double_nothing() {
+    let mock = MockBroker::start(3).expect("mock cluster");
+    let b = mock.bootstrap();
+    mock.create_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
+        .expect("topics");
+    let codec = Arc::new(Codec::offline());
+    let n = 300;
+    produce_changes(&b, &codec, 0..n).await;
+    // The next 30 produce requests are refused with an error librdkafka does not retry
+    // itself: the runtime must send those outputs again.
+    mock.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 30],
+    );
+    let stage = RunningStage::start(
+        Echo,
+        RuntimeArgs::for_tests(&b),
+        codec.clone(),
+        Dedupe::memory(1000),
+    );
+    let metrics = stage.metrics.clone();
+    wait_until(Duration::from_secs(60), "every change processed", || {
+        let done = metrics.total(PROCESSED) == n as u64;
+        async move { done }
+    })
+    .await
+    .expect("processed");
+    stage.stop().await.expect("clean stop");
+    assert!(
+        metrics.produce_retried.get() > 0,
+        "the refused produce requests were sent again"
+    );
+
+    let partitions = i32::try_from(Topic::ConfigChanges.spec().partitions).expect("p");
+    assert_eq!(
+        committed_offsets(&b, Echo::GROUP.name(), "config.changes", partitions).expect("committed"),
+        end_offsets(&b, "config.changes", partitions).expect("ends"),
+        "every input offset committed"
+    );
+    let out = read_records(&b, "audit.events", n + 20, Duration::from_secs(8)).expect("outputs");
+    let causes: HashSet<_> = out
+        .iter()
+        .map(|r| {
+            let e: Event<AuditEvent> = codec
+                .decode_known(r.payload().unwrap_or_default())
+                .expect("output decodes");
+            e.metadata.causation_id.expect("caused")
+        })
+        .collect();
+    assert_eq!(
+        (out.len(), causes.len()),
+        (n, n),
+        "one output per input, none twice"
     );
 }
 

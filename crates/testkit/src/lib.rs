@@ -1,4 +1,5 @@
-//! Test support for adpipe: start a real Tansu broker on a free port (killed on drop), the
+//! Test support for adpipe: start a real Tansu broker on a free port (killed on drop) or
+//! librdkafka's in-process mock cluster ([`MockBroker`]), the
 //! Kafka client settings that work well on Tansu, and helpers to await conditions with a
 //! deadline instead of sleeping, and a PostgreSQL schema per test ([`pg`]).
 //!
@@ -9,6 +10,7 @@ pub mod bench;
 mod broker;
 mod kafka;
 mod metrics;
+mod mock;
 pub mod pg;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
@@ -17,3 +19,4 @@ pub use kafka::{
     end_offsets, read_records, wait_until,
 };
 pub use metrics::counter_total;
+pub use mock::MockBroker;
