@@ -166,7 +166,13 @@ impl Gold {
             let at = day.pick(booking.as_ref());
             let computed = aggregates(target.campaign_id, scope, &days, booking, at, now, trigger)?;
             for aggregate in computed {
-                out.emit_new(target.org_id, aggregate)?;
+                if trigger == Trigger::Flush {
+                    out.emit_new(target.org_id, aggregate)?;
+                } else {
+                    // Caused by the input (same org): ids derived from it, so a replay
+                    // re-emits the same event ids and downstream dedupe drops repeats.
+                    out.emit(aggregate)?;
+                }
             }
         }
         Ok(())

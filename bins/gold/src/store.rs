@@ -62,7 +62,7 @@ impl From<tokio_postgres::Error> for StoreError {
 impl From<StoreError> for ProcessError {
     fn from(e: StoreError) -> Self {
         if e.retryable() {
-            ProcessError::retryable(e.code(), e.to_string())
+            ProcessError::unavailable(e.code(), e.to_string())
         } else {
             ProcessError::permanent(e.code(), e.to_string())
         }

@@ -608,6 +608,16 @@ async fn prepare<P: Processor>(
                     .failed
                     .get_or_create(&with_code(&l(&msg), e.code))
                     .inc();
+                if e.waits {
+                    shared.metrics.retried.get_or_create(&l(&msg)).inc();
+                    span.in_scope(|| {
+                        tracing::warn!(code = e.code, error = %e.message, attempt, "waiting for the stage's store")
+                    });
+                    if !pause(shared, attempt).await {
+                        return None;
+                    }
+                    continue;
+                }
                 if e.retryable && attempt < shared.args.retry_attempts {
                     shared.metrics.retried.get_or_create(&l(&msg)).inc();
                     span.in_scope(

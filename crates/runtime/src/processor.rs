@@ -22,6 +22,9 @@ pub struct ProcessError {
     pub message: String,
     /// Whether retrying the same event later can succeed.
     pub retryable: bool,
+    /// A dependency the stage cannot work without is down (its store): the record waits,
+    /// retried with capped backoff for as long as it takes, and never goes to the DLQ.
+    pub waits: bool,
 }
 
 impl ProcessError {
@@ -31,15 +34,29 @@ impl ProcessError {
             code,
             message: message.into(),
             retryable: false,
+            waits: false,
         }
     }
 
-    /// An error that may pass (a store or service down): retried with backoff, then DLQ.
+    /// An error that may pass (a flaky call): retried with backoff `--retry-attempts` times,
+    /// then the record goes to the DLQ.
     pub fn retryable(code: &'static str, message: impl Into<String>) -> ProcessError {
         ProcessError {
             code,
             message: message.into(),
             retryable: true,
+            waits: false,
+        }
+    }
+
+    /// The stage's own store is unreachable: no record can be processed until it is back,
+    /// so the record waits (its partition with it) instead of going to the DLQ.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> ProcessError {
+        ProcessError {
+            code,
+            message: message.into(),
+            retryable: true,
+            waits: true,
         }
     }
 }
@@ -50,6 +67,7 @@ impl From<DecodeError> for ProcessError {
             code: e.code(),
             message: e.to_string(),
             retryable: e.retryable(),
+            waits: false,
         }
     }
 }
@@ -297,6 +315,7 @@ impl<'a> Outputs<'a> {
             code: e.code(),
             message: e.to_string(),
             retryable: e.retryable(),
+            waits: false,
         })?;
         let m = &event.metadata;
         let partition = partition_for(event.partition_key(), P::TOPIC.spec().partitions);

@@ -8,12 +8,14 @@
 
 pub mod bench;
 mod broker;
+mod cut;
 mod kafka;
 mod metrics;
 mod mock;
 pub mod pg;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
+pub use cut::CutProxy;
 pub use kafka::{
     TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics, create_topics,
     end_offsets, read_records, wait_until,

@@ -39,6 +39,11 @@ impl TestSchema {
         format!("{PG} options='-c search_path={}'", self.name)
     }
 
+    /// [`Self::url`] through a local port (a [`crate::CutProxy`] in front of the server).
+    pub fn url_via(&self, port: u16) -> String {
+        format!("{} port={port}", self.url())
+    }
+
     /// A client of the server, for assertions (schema-qualify the tables with [`Self::name`]).
     pub fn admin(&self) -> &tokio_postgres::Client {
         &self.admin
