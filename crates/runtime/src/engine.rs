@@ -35,6 +35,7 @@ use crate::{
     processor::{Input, OutRecord, Outputs, Position, Processor, Tick},
     runs::{Run, system_cause},
     settings::RuntimeArgs,
+    txn::Txn,
 };
 use envelope::payload::etl::RunStatus;
 
@@ -66,7 +67,7 @@ impl Health {
     }
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     health: Arc<Health>,
 }
 
@@ -88,7 +89,7 @@ impl ConsumerContext for Ctx {
     }
 }
 
-type Consumer_ = StreamConsumer<Ctx>;
+pub(crate) type Consumer_ = StreamConsumer<Ctx>;
 
 /// The DLQ circuit breaker: the share of dead-lettered records among the last `window`.
 struct Breaker {
@@ -125,6 +126,18 @@ struct Shared<P: Processor> {
     args: RuntimeArgs,
     breaker: Mutex<Breaker>,
     stopping: AtomicBool,
+    /// `--transactional`: the open transaction.
+    txn: Option<Txn>,
+}
+
+impl<P: Processor> Shared<P> {
+    /// In transactional mode, the guard writes of the open transaction hold while in flight.
+    async fn writing(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        match &self.txn {
+            Some(t) => Some(t.writing().await),
+            None => None,
+        }
+    }
 }
 
 fn labels(stage: &str, topic: &str) -> Labels {
@@ -191,7 +204,8 @@ pub async fn run_stage<P: Processor>(
         args.fetch_buffer_kib.max(1).to_string(),
     );
     cc.set("group.id", group)
-        .set("enable.auto.commit", "true")
+        // Transactional mode commits offsets inside its transactions.
+        .set("enable.auto.commit", (!args.transactional).to_string())
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -205,7 +219,20 @@ pub async fn run_stage<P: Processor>(
     let inputs: Vec<Topic> = P::Input::topics();
     let names: Vec<&str> = inputs.iter().map(|t| t.name()).collect();
     consumer.subscribe(&names)?;
-    let producer = producer(&args.bootstrap_servers)?;
+    let (producer, txn) = if args.transactional {
+        let id = format!("{group}-{}", source.instance);
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &args.bootstrap_servers)
+            .set("transactional.id", &id)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()?;
+        let txn = Txn::start(&producer, Duration::from_secs(30)).await?;
+        tracing::info!(transactional_id = %id, "transactional mode");
+        (producer, Some(txn))
+    } else {
+        (producer(&args.bootstrap_servers)?, None)
+    };
     let shared = Arc::new(Shared {
         processor,
         codec,
@@ -223,6 +250,7 @@ pub async fn run_stage<P: Processor>(
         }),
         args: args.clone(),
         stopping: AtomicBool::new(false),
+        txn,
     });
     health.running.store(true, Ordering::Relaxed);
     tracing::info!(group, topics = ?names, "stage consuming");
@@ -247,9 +275,16 @@ pub async fn run_stage<P: Processor>(
     // Per topic: its counters; per partition: the worker's queue (looked up without allocating).
     let mut workers: HashMap<String, TopicWorkers> = HashMap::new();
     let mut tasks = JoinSet::new();
-    // A worker that panicked: its partition would stall for good, so the stage stops and
-    // exits with an error (its unfinished records are redelivered to the restarted process).
+    // A worker that panicked (its partition would stall for good) or a failed transaction:
+    // the stage stops and exits with an error; its unfinished records are redelivered to the
+    // restarted process.
     let mut crashed: Option<String> = None;
+    let mut committer = shared.txn.as_ref().map(|_| {
+        tokio::spawn(commit_every(
+            Arc::downgrade(&shared),
+            Duration::from_millis(args.transaction_ms.max(1)),
+        ))
+    });
     tokio::pin!(shutdown);
     loop {
         if health.breaker_open.load(Ordering::Relaxed) {
@@ -262,12 +297,28 @@ pub async fn run_stage<P: Processor>(
         }
         let msg = tokio::select! {
             () = shutdown.as_mut() => break,
+            ended = async {
+                match committer.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let why = match ended {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Ok(Ok(())) => "the committer ended".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(error = %why, "the transaction failed; stopping");
+                crashed = Some(format!("the transaction failed: {why}"));
+                committer = None;
+                break;
+            }
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
                 match ended {
                     Err(e) if e.is_panic() => {
                         let why = panic_message(e.into_panic());
                         tracing::error!(panic = %why, "a partition worker panicked; stopping");
-                        crashed = Some(why);
+                        crashed = Some(format!("a partition worker panicked: {why}"));
                         break;
                     }
                     _ => continue,
@@ -334,15 +385,18 @@ pub async fn run_stage<P: Processor>(
     for task in [report_task, tick_task].into_iter().flatten() {
         task.abort();
     }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+    if let Some(task) = committer.take() {
+        task.abort();
+        let _ = task.await;
+    }
+    if shared.txn.is_none()
+        && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+    {
         tracing::debug!(error = %e, "final commit (nothing to commit is fine)");
     }
     if args.run_report_secs > 0 {
         let (status, error) = if let Some(why) = &crashed {
-            (
-                RunStatus::Failed,
-                Some(format!("a partition worker panicked: {why}")),
-            )
+            (RunStatus::Failed, Some(why.clone()))
         } else if health.breaker_open.load(Ordering::Relaxed) {
             let why = "stopped by the DLQ circuit breaker".to_owned();
             (RunStatus::Failed, Some(why))
@@ -357,8 +411,21 @@ pub async fn run_stage<P: Processor>(
             tracing::warn!("the final run event was not acknowledged within 5 s");
         }
     }
+    if let Some(txn) = &shared.txn {
+        if crashed.is_none() && drained.is_ok() {
+            match txn
+                .commit(&shared.producer, &shared.consumer, &shared.dedupe, false)
+                .await
+            {
+                Ok(_) => tracing::info!("final transaction committed"),
+                Err(e) => crashed = Some(format!("the final transaction failed: {e:#}")),
+            }
+        } else {
+            txn.abort(&shared.producer).await;
+        }
+    }
     if let Some(why) = crashed {
-        anyhow::bail!("a partition worker of {group} panicked: {why}");
+        anyhow::bail!("{group} stopped: {why}");
     }
     tracing::info!("stage stopped");
     Ok(())
@@ -430,6 +497,7 @@ async fn worker<P: Processor>(
                     }
                     match prepare(&shared, msg).await {
                         Some((f, dead)) => {
+                            let f = in_transaction(&shared, f, &topic, partition);
                             // Counted as decided, not as acknowledged: with writes in flight,
                             // a breaker fed by acks would open only after a whole
                             // `max_in_flight_per_partition` of dead letters was started.
@@ -453,6 +521,17 @@ async fn complete<P: Processor>(
     topic: &str,
     partition: i32,
 ) {
+    if shared.txn.is_some() {
+        // Offset and marks went to the transaction (see `in_transaction`).
+        if c.mark.is_some() {
+            processed.inc();
+        }
+        shared
+            .metrics
+            .processing_seconds
+            .observe(c.start.elapsed().as_secs_f64());
+        return;
+    }
     if let Some(id) = c.mark {
         for id in c.keys.iter().copied().chain([id]) {
             if let Err(e) = shared.dedupe.mark(id).await {
@@ -470,6 +549,46 @@ async fn complete<P: Processor>(
         .metrics
         .processing_seconds
         .observe(c.start.elapsed().as_secs_f64());
+}
+
+/// In transactional mode, a record's writes run inside the open transaction (holding its
+/// gate) and, once acknowledged, its offset and marks join the next commit.
+fn in_transaction<P: Processor>(
+    shared: &Arc<Shared<P>>,
+    f: InFlight,
+    topic: &str,
+    partition: i32,
+) -> InFlight {
+    if shared.txn.is_none() {
+        return f;
+    }
+    let (shared, topic) = (shared.clone(), topic.to_owned());
+    Box::pin(async move {
+        let _writing = shared.writing().await;
+        let done = f.await;
+        if let (Some(txn), Some(c)) = (&shared.txn, &done) {
+            let marks = c.mark.into_iter().chain(c.keys.iter().copied());
+            txn.completed(&topic, partition, c.offset, marks);
+        }
+        done
+    })
+}
+
+/// Commit the open transaction every `every`; an error ends the task (and the stage).
+async fn commit_every<P: Processor>(
+    shared: std::sync::Weak<Shared<P>>,
+    every: Duration,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return Ok(());
+        };
+        if let Some(txn) = &shared.txn {
+            txn.commit(&shared.producer, &shared.consumer, &shared.dedupe, true)
+                .await?;
+        }
+    }
 }
 
 /// Feed the DLQ circuit breaker one record's outcome; open it above the threshold.
@@ -780,6 +899,7 @@ async fn emit_run<P: Processor>(
         tracing::warn!(error = %e, "run event not encoded");
         return false;
     }
+    let _writing = shared.writing().await;
     produce_all(shared, out.into_records(), false).await
 }
 
@@ -832,6 +952,7 @@ async fn ticker<P: Processor>(shared: std::sync::Weak<Shared<P>>, every: Duratio
             Ok(()) => {
                 let records = out.into_records();
                 let n = records.len();
+                let _writing = shared.writing().await;
                 if produce_all(&shared, records, true).await && n > 0 {
                     tracing::info!(records = n, "tick flushed");
                 }

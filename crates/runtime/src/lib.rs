@@ -21,6 +21,7 @@ pub mod processor;
 pub mod runs;
 pub mod settings;
 pub mod testing;
+mod txn;
 
 use std::{sync::Arc, time::Duration};
 

@@ -57,6 +57,14 @@ pub struct RuntimeArgs {
     /// Seconds between `progress` run events on etl.execution (0: no run events at all).
     #[arg(long, env = "RUN_REPORT_SECS", default_value_t = 60)]
     pub run_report_secs: u64,
+    /// Transactional mode: outputs, dead letters and consumed offsets committed together in
+    /// Kafka transactions (exactly once for `read_committed` readers). Off by default; needs
+    /// a broker that isolates aborted transactions (Tansu 0.6 does not).
+    #[arg(long, env = "TRANSACTIONAL", default_value_t = false)]
+    pub transactional: bool,
+    /// Milliseconds between transaction commits in transactional mode.
+    #[arg(long, env = "TRANSACTION_MS", default_value_t = 100)]
+    pub transaction_ms: u64,
     /// Seconds to finish in-flight work after SIGTERM before exiting.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -81,6 +89,8 @@ impl RuntimeArgs {
             metrics_listen: "127.0.0.1:0".to_owned(),
             log_format: "pretty".to_owned(),
             run_report_secs: 0,
+            transactional: false,
+            transaction_ms: 100,
             shutdown_grace_secs: 10,
         }
     }
