@@ -3,13 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status test test-prereqs test-durable fmt fmt-check lint unit bench
+.PHONY: help up demo down status test test-prereqs test-durable fmt fmt-check lint unit bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 up: ## start the local broker and schema registry, apply topics and schemas
 	@scripts/platform.sh up
+
+demo: ## the pipeline on local defaults: platform, stages, simulated reports, a live view
+	@scripts/platform.sh demo
 
 down: ## stop what `make up` started
 	@scripts/platform.sh down

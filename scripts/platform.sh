@@ -2,7 +2,12 @@
 # The local adpipe platform: a Tansu broker and the schema registry, with topics and schemas
 # applied. Used by `make up`, `make down` and `make status`.
 #
-#   scripts/platform.sh up|down|status
+#   scripts/platform.sh up|down|status|demo
+#
+# `demo` brings the platform up, starts every stage that runs today (bronze, silver, gold)
+# with Redis dedupe and gold's state in PostgreSQL, feeds them from the connector's
+# simulator and shows what flows until Ctrl-C, which stops the stages (`make down` stops
+# the platform).
 #
 # Settings (environment):
 #   ADPIPE_BROKER_PORT       broker port                      (default 9092)
@@ -11,6 +16,10 @@
 #                            but memory:// uses the durable build (scripts/install-tansu.sh
 #                            --durable)                                      (default memory://tansu/)
 #   ADPIPE_SKIP_SERVICE_CHECKS=1   do not require Redis and PostgreSQL
+#   ADPIPE_DEMO_METRICS_PORT first of the demo stages' /metrics ports (default 9181)
+#   ADPIPE_DEMO_ORGS, ADPIPE_DEMO_DAYS, ADPIPE_DEMO_RATE   the simulated traffic
+#                            (defaults 5 orgs, 14 days, 20 rows/s; the simulator repeats its
+#                            reports, as connectors re-pull them, and bronze drops the repeats)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -135,6 +144,7 @@ stop() { # name
 }
 
 down() {
+  for name in connector "${demo_stages[@]}"; do stop "$name"; done
   stop registry
   stop broker
   say "platform: down"
@@ -160,9 +170,53 @@ status() {
   return $rc
 }
 
+demo_stages=(bronze silver gold)
+demo_port=${ADPIPE_DEMO_METRICS_PORT:-9181}
+
+healthy() { python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1/healthz', timeout=1)"; }
+
+demo_stop() {
+  for name in connector "${demo_stages[@]}"; do stop "$name"; done
+  say "demo: stages stopped; the platform is still up (make down stops it)"
+}
+
+demo() {
+  up
+  say "demo: building the stages..."
+  cargo build --quiet --bin connector --bin bronze --bin silver --bin gold
+  local i=0 view=()
+  for name in "${demo_stages[@]}"; do
+    local port=$((demo_port + i)); i=$((i + 1))
+    if ! alive "$name"; then
+      port_open "$port" && die "port $port (for $name's metrics) is taken by $(holder "$port"); set ADPIPE_DEMO_METRICS_PORT"
+      start "$name" env KAFKA_BOOTSTRAP_SERVERS="$bootstrap" SCHEMA_REGISTRY_URL="$registry_url" \
+        REDIS_URL=redis://127.0.0.1:6379 METRICS_LISTEN="127.0.0.1:$port" LOG_FORMAT=json \
+        RUN_REPORT_SECS=10 GOLD_FLUSH_INTERVAL_SECS=30 SHUTDOWN_GRACE_SECS=8 \
+        GOLD_DATABASE_URL="${GOLD_DATABASE_URL:-host=127.0.0.1 user=postgres dbname=postgres}" \
+        "$root/target/debug/$name"
+    fi
+    view+=("$name=$port")
+    wait_for "$name" 60 healthy "$port"
+    say "demo: $name up (metrics on 127.0.0.1:$port, log $run/$name.log)"
+  done
+  if ! alive connector; then
+    start connector env KAFKA_BOOTSTRAP_SERVERS="$bootstrap" SCHEMA_REGISTRY_URL="$registry_url" \
+      "$root/target/debug/connector" --seed "$(date +%s)" --orgs "${ADPIPE_DEMO_ORGS:-5}" \
+      --days "${ADPIPE_DEMO_DAYS:-14}" --rate "${ADPIPE_DEMO_RATE:-20}" --bad-share 0.05 \
+      --passes 0 --progress-secs 5
+    say "demo: connector simulating DV360, TTD, Meta and CRM reports (log $run/connector.log)"
+  fi
+  # Ctrl-C ends the view; then the stages are stopped once.
+  trap ':' INT TERM
+  python3 scripts/demo-view.py "${view[@]}" || true
+  trap - INT TERM
+  demo_stop
+}
+
 case ${1:-} in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) die "usage: scripts/platform.sh up|down|status" ;;
+  demo) demo ;;
+  *) die "usage: scripts/platform.sh up|down|status|demo" ;;
 esac
