@@ -4,8 +4,9 @@
 //! outage degrades to at-least-once without stalling, and the in-memory test kit runs a
 //! processor without Kafka.
 
+mod common;
+
 use std::{
-    collections::HashSet,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -16,7 +17,6 @@ use envelope::{
     payload::{audit::AuditEvent, config::ConfigChange},
 };
 use rdkafka::{
-    Message as _,
     producer::{FutureProducer, FutureRecord},
     types::{RDKafkaApiKey, RDKafkaRespErr},
 };
@@ -28,7 +28,7 @@ use runtime::{
 };
 use testkit::{
     Broker, MockBroker, client_config, committed_offsets, create_stage_topics, create_topics,
-    end_offsets, free_port, read_records, wait_until,
+    end_offsets, free_port, wait_until,
 };
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -197,18 +197,8 @@ async fn transient_produce_errors_lose_nothing_and_double_nothing() {
         end_offsets(&b, "config.changes", partitions).expect("ends"),
         "every input offset committed"
     );
-    let out = read_records(&b, "audit.events", n + 20, Duration::from_secs(8)).expect("outputs");
-    let causes: HashSet<_> = out
-        .iter()
-        .map(|r| {
-            let e: Event<AuditEvent> = codec
-                .decode_known(r.payload().unwrap_or_default())
-                .expect("output decodes");
-            e.metadata.causation_id.expect("caused")
-        })
-        .collect();
     assert_eq!(
-        (out.len(), causes.len()),
+        common::outputs_and_causes(&b, &codec, n, Duration::from_secs(8)),
         (n, n),
         "one output per input, none twice"
     );

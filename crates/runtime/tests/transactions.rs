@@ -6,13 +6,12 @@
 //! outputs. Neither broker this machine runs isolates aborted transactions (Tansu 0.6 and
 //! the mock cluster both deliver them), so that guarantee rests on a real Kafka broker.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+mod common;
 
-use envelope::{Codec, Event, payload::audit::AuditEvent};
-use rdkafka::{
-    Message as _,
-    types::{RDKafkaApiKey, RDKafkaRespErr},
-};
+use std::{sync::Arc, time::Duration};
+
+use envelope::Codec;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use runtime::{
     Processor, RuntimeArgs,
     dedupe::Dedupe,
@@ -53,21 +52,6 @@ async fn inputs(b: &str, codec: &Codec, n: usize, garbage: usize) -> Vec<i64> {
     per_partition
 }
 
-/// Outputs visible to a `read_committed` reader, and how many distinct inputs caused them.
-fn committed_outputs(b: &str, codec: &Codec, at_least: usize) -> (usize, usize) {
-    let out = read_records(b, "audit.events", at_least + 50, Duration::from_secs(6)).expect("read");
-    let causes: HashSet<_> = out
-        .iter()
-        .map(|r| {
-            let e: Event<AuditEvent> = codec
-                .decode_known(r.payload().unwrap_or_default())
-                .expect("decodes");
-            e.metadata.causation_id.expect("caused")
-        })
-        .collect();
-    (out.len(), causes.len())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_dead_letters_and_offsets_commit_together() {
     let broker = Broker::start_memory().expect("broker");
@@ -97,7 +81,10 @@ async fn outputs_dead_letters_and_offsets_commit_together() {
         ends,
         "the offsets were committed in the transactions"
     );
-    assert_eq!(committed_outputs(&b, &codec, 300), (300, 300));
+    assert_eq!(
+        common::outputs_and_causes(&b, &codec, 300, Duration::from_secs(6)),
+        (300, 300)
+    );
     let dead = read_records(&b, "config.changes.dlq", 10, Duration::from_secs(4)).expect("dlq");
     assert_eq!(dead.len(), 3, "dead letters committed too");
 }
