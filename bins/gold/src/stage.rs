@@ -128,7 +128,7 @@ impl Gold {
         let store = self.store()?;
         let read = |(from, to): (Date, Date)| {
             store.campaign_window(
-                target.partition,
+                target.partition(),
                 target.org_id,
                 target.campaign_id,
                 &target.line_items,
@@ -195,8 +195,8 @@ impl Gold {
             store
                 .put_booking(at, org_id, booking, BookingSource::Report, at.offset, false)
                 .await?;
-            let line_items: Vec<String> = booking.line_item_id.iter().cloned().collect();
-            let target = Target::new(at.partition, org_id, &booking.campaign_id, line_items);
+            let target =
+                Target::booking(org_id, &booking.campaign_id, booking.line_item_id.clone());
             return self
                 .emit_campaign(out, target, Day::Today, Trigger::Update)
                 .await;
@@ -225,23 +225,11 @@ impl Gold {
         }
         if let Some(previous) = moved_from {
             // A correction moved the row to another campaign: the old one lost it.
-            let target = Target {
-                partition: at.partition,
-                org_id,
-                campaign_id: &previous,
-                line_items: Vec::new(),
-                whole_campaign: true,
-            };
+            let target = Target::row(org_id, &previous, None);
             self.emit_campaign(out, target, Day::Row(row.date), Trigger::Update)
                 .await?;
         }
-        let target = Target {
-            partition: at.partition,
-            org_id,
-            campaign_id: &row.campaign_id,
-            line_items: line_item_id.into_iter().collect(),
-            whole_campaign: true,
-        };
+        let target = Target::row(org_id, &row.campaign_id, line_item_id);
         self.emit_campaign(out, target, Day::Row(row.date), Trigger::Update)
             .await
     }
@@ -269,13 +257,7 @@ impl Gold {
                 deleted,
             )
             .await?;
-        let line_items: Vec<String> = booking.line_item_id.iter().cloned().collect();
-        let target = Target::new(
-            row_partition(org_id),
-            org_id,
-            &booking.campaign_id,
-            line_items,
-        );
+        let target = Target::booking(org_id, &booking.campaign_id, booking.line_item_id.clone());
         self.emit_campaign(out, target, Day::Today, Trigger::Update)
             .await
     }
@@ -283,8 +265,6 @@ impl Gold {
 
 /// Whose aggregates to emit: a campaign of an org, and some of its line items.
 struct Target<'a> {
-    /// The org's partition of silver.data.processed (picks the store connection).
-    partition: i32,
     org_id: i64,
     campaign_id: &'a str,
     line_items: Vec<String>,
@@ -293,15 +273,29 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// A booking's scope: its line item, or the whole campaign.
-    fn new(partition: i32, org_id: i64, campaign_id: &'a str, line_items: Vec<String>) -> Self {
+    /// A row's scope: the whole campaign, and the row's line item if it is one.
+    fn row(org_id: i64, campaign_id: &'a str, line_item: Option<String>) -> Self {
         Target {
-            partition,
             org_id,
             campaign_id,
-            whole_campaign: line_items.is_empty(),
-            line_items,
+            line_items: line_item.into_iter().collect(),
+            whole_campaign: true,
         }
+    }
+
+    /// A booking's scope: its line item, or the whole campaign.
+    fn booking(org_id: i64, campaign_id: &'a str, line_item: Option<String>) -> Self {
+        Target {
+            org_id,
+            campaign_id,
+            whole_campaign: line_item.is_none(),
+            line_items: line_item.into_iter().collect(),
+        }
+    }
+
+    /// The org's partition of silver.data.processed (picks the store connection).
+    fn partition(&self) -> i32 {
+        row_partition(self.org_id)
     }
 }
 
@@ -404,8 +398,7 @@ impl Processor for Gold {
             line_item_id,
         } in keys
         {
-            let line_items: Vec<String> = line_item_id.into_iter().collect();
-            let target = Target::new(row_partition(org_id), org_id, &campaign_id, line_items);
+            let target = Target::booking(org_id, &campaign_id, line_item_id);
             self.emit_campaign(out, target, Day::Today, Trigger::Flush)
                 .await?;
         }

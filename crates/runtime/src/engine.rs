@@ -152,12 +152,18 @@ fn client_config(args: &RuntimeArgs) -> ClientConfig {
 
 /// adpipe's producer: idempotent, acks from all in-sync replicas, 5 ms linger for batching.
 pub fn producer(bootstrap_servers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
+    Ok(producer_config(bootstrap_servers).create()?)
+}
+
+/// The settings of [`producer`]; transactional mode adds its `transactional.id` (which
+/// implies idempotence).
+fn producer_config(bootstrap_servers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap_servers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()?)
+        .set("linger.ms", "5");
+    c
 }
 
 /// Everything a running stage needs besides the processor.
@@ -221,11 +227,8 @@ pub async fn run_stage<P: Processor>(
     consumer.subscribe(&names)?;
     let (producer, txn) = if args.transactional {
         let id = format!("{group}-{}", source.instance);
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &args.bootstrap_servers)
+        let producer: FutureProducer = producer_config(&args.bootstrap_servers)
             .set("transactional.id", &id)
-            .set("acks", "all")
-            .set("linger.ms", "5")
             .create()?;
         let txn = Txn::start(&producer, Duration::from_secs(30)).await?;
         tracing::info!(transactional_id = %id, "transactional mode");
@@ -521,29 +524,24 @@ async fn complete<P: Processor>(
     topic: &str,
     partition: i32,
 ) {
-    if shared.txn.is_some() {
-        // Offset and marks went to the transaction (see `in_transaction`).
-        if c.mark.is_some() {
-            processed.inc();
-        }
-        shared
-            .metrics
-            .processing_seconds
-            .observe(c.start.elapsed().as_secs_f64());
-        return;
-    }
-    if let Some(id) = c.mark {
-        for id in c.keys.iter().copied().chain([id]) {
-            if let Err(e) = shared.dedupe.mark(id).await {
-                shared.metrics.dedupe_unavailable.inc();
-                tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
+    // In transactional mode the offset and marks went to the transaction instead (see
+    // `in_transaction`); they take effect when it commits.
+    if shared.txn.is_none() {
+        if let Some(id) = c.mark {
+            for id in c.keys.iter().copied().chain([id]) {
+                if let Err(e) = shared.dedupe.mark(id).await {
+                    shared.metrics.dedupe_unavailable.inc();
+                    tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
+                }
             }
         }
-        processed.inc();
+        if let Err(e) = shared.consumer.store_offset(topic, partition, c.offset) {
+            // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
+            tracing::debug!(error = %e, topic, partition, "offset not stored");
+        }
     }
-    if let Err(e) = shared.consumer.store_offset(topic, partition, c.offset) {
-        // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
-        tracing::debug!(error = %e, topic, partition, "offset not stored");
+    if c.mark.is_some() {
+        processed.inc();
     }
     shared
         .metrics
@@ -727,20 +725,17 @@ async fn prepare<P: Processor>(
                     .failed
                     .get_or_create(&with_code(&l(&msg), e.code))
                     .inc();
-                if e.waits {
+                // A store that is down is waited for without limit; other retryable errors
+                // get `--retry-attempts`.
+                if e.waits || (e.retryable && attempt < shared.args.retry_attempts) {
                     shared.metrics.retried.get_or_create(&l(&msg)).inc();
-                    span.in_scope(|| {
-                        tracing::warn!(code = e.code, error = %e.message, attempt, "waiting for the stage's store")
-                    });
-                    if !pause(shared, attempt).await {
-                        return None;
-                    }
-                    continue;
-                }
-                if e.retryable && attempt < shared.args.retry_attempts {
-                    shared.metrics.retried.get_or_create(&l(&msg)).inc();
+                    let what = if e.waits {
+                        "waiting for the stage's store"
+                    } else {
+                        "retrying"
+                    };
                     span.in_scope(
-                        || tracing::warn!(code = e.code, error = %e.message, attempt, "retrying"),
+                        || tracing::warn!(code = e.code, error = %e.message, attempt, "{what}"),
                     );
                     if !pause(shared, attempt).await {
                         return None;

@@ -4,7 +4,9 @@
 
 use std::{future::Future, time::Duration};
 
-use envelope::{Codec, DecodeError, Event, EventMetadata, Id, Payload, Source, Timestamp};
+use envelope::{
+    Codec, DecodeError, EncodeError, Event, EventMetadata, Id, Payload, Source, Timestamp,
+};
 use topics::{ConsumerGroup, Topic, partition_for};
 
 use crate::{
@@ -63,6 +65,17 @@ impl ProcessError {
 
 impl From<DecodeError> for ProcessError {
     fn from(e: DecodeError) -> Self {
+        ProcessError {
+            code: e.code(),
+            message: e.to_string(),
+            retryable: e.retryable(),
+            waits: false,
+        }
+    }
+}
+
+impl From<EncodeError> for ProcessError {
+    fn from(e: EncodeError) -> Self {
         ProcessError {
             code: e.code(),
             message: e.to_string(),
@@ -311,12 +324,7 @@ impl<'a> Outputs<'a> {
 
     /// Emit a fully built event (its envelope is kept as is).
     pub fn emit_event<P: Payload>(&mut self, event: &Event<P>) -> Result<(), ProcessError> {
-        let value = self.codec.encode(event).map_err(|e| ProcessError {
-            code: e.code(),
-            message: e.to_string(),
-            retryable: e.retryable(),
-            waits: false,
-        })?;
+        let value = self.codec.encode(event)?;
         let m = &event.metadata;
         let partition = partition_for(event.partition_key(), P::TOPIC.spec().partitions);
         self.records.push(OutRecord {

@@ -154,7 +154,7 @@ pub fn read_records(
     let consumer: BaseConsumer = client_config(bootstrap)
         .set(
             "group.id",
-            format!("reader-{}-{}", std::process::id(), rand_suffix()),
+            format!("reader-{}-{:016x}", std::process::id(), crate::unique()),
         )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -170,10 +170,4 @@ pub fn read_records(
         }
     }
     Ok(out)
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }

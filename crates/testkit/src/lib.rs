@@ -22,3 +22,17 @@ pub use kafka::{
 };
 pub use metrics::counter_total;
 pub use mock::MockBroker;
+
+/// A number no other call returns in practice (time, process id and a per-call random
+/// seed, hashed): it keeps names of consumer groups and schemas apart across tests and runs.
+pub(crate) fn unique() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}

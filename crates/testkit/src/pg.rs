@@ -17,7 +17,7 @@ pub struct TestSchema {
 impl TestSchema {
     /// Create `<prefix>_<random>`.
     pub async fn create(prefix: &str) -> anyhow::Result<TestSchema> {
-        let name = format!("{prefix}_{:016x}", rand_u64());
+        let name = format!("{prefix}_{:016x}", crate::unique());
         let (admin, conn) = tokio_postgres::connect(PG, tokio_postgres::NoTls)
             .await
             .context("PostgreSQL at 127.0.0.1:5432 (user postgres, db test) is running")?;
@@ -59,17 +59,4 @@ impl TestSchema {
             eprintln!("dropping test schema {}: {e}", self.name);
         }
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
