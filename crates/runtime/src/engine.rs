@@ -707,12 +707,38 @@ async fn prepare<P: Processor>(
             .await
         {
             Ok(()) => {
+                let deferred = out.take_deferred();
                 let (records, keys) = out.into_parts();
                 let mut c = completion(Some(meta.event_id), &msg);
                 c.keys = keys;
                 let shared = shared.clone();
-                let f: InFlight =
-                    Box::pin(async move { produce_all(&shared, records, true).await.then_some(c) });
+                if deferred.is_empty() {
+                    let f: InFlight =
+                        Box::pin(
+                            async move { produce_all(&shared, records, true).await.then_some(c) },
+                        );
+                    return Some((f, false));
+                }
+                // Work handed over with `Outputs::defer`: the record completes (outputs,
+                // offset) once it is done; its error dead-letters the record.
+                let f: InFlight = Box::pin(async move {
+                    for work in deferred {
+                        if let Err(e) = work.wait().instrument(span.clone()).await {
+                            for id in c.keys {
+                                shared.dedupe.release(id);
+                            }
+                            shared
+                                .metrics
+                                .failed
+                                .get_or_create(&with_code(&labels(group, msg.topic()), e.code))
+                                .inc();
+                            let f = failure(e.code, e.message, attempt, first);
+                            let dead = completion(None, &msg);
+                            return dead_letter(&shared, &msg, f).await.then_some(dead);
+                        }
+                    }
+                    produce_all(&shared, records, true).await.then_some(c)
+                });
                 return Some((f, false));
             }
             Err(e) => {

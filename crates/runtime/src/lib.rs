@@ -12,6 +12,7 @@
 //!
 //! A binary's whole `main` is [`run`].
 
+pub mod audit;
 pub mod dedupe;
 pub mod dlq;
 pub mod engine;
@@ -27,7 +28,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use engine::{Health, Parts, producer, run_stage};
 use envelope::{Codec, RegistryClient, Source};
-pub use processor::{Input, OutRecord, Outputs, Position, ProcessError, Processor, Tick};
+pub use processor::{Deferred, Input, OutRecord, Outputs, Position, ProcessError, Processor, Tick};
 pub use settings::RuntimeArgs;
 
 /// The command line of a stage binary: the runtime's settings plus the stage's own.
@@ -70,8 +71,9 @@ async fn shutdown_signal() {
 }
 
 /// Build the parts of a stage from its settings: registry client and codec with the output
-/// schemas registered, dedupe store, metrics, health and the envelope source.
-pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
+/// schemas registered, dedupe store, metrics (the runtime's and the stage's own), health and
+/// the envelope source.
+pub async fn parts<P: Processor>(processor: &P, args: &RuntimeArgs) -> anyhow::Result<Parts> {
     let mut outputs = P::outputs();
     if args.run_report_secs > 0 {
         outputs.push(topics::Topic::EtlExecution);
@@ -95,7 +97,7 @@ pub async fn parts<P: Processor>(args: &RuntimeArgs) -> anyhow::Result<Parts> {
     });
     Ok(Parts {
         codec,
-        metrics: Arc::new(metrics::Metrics::default()),
+        metrics: Arc::new(metrics::Metrics::with(|r| processor.register_metrics(r))),
         health: Arc::new(Health::default()),
         dedupe,
         source: Source {
@@ -152,7 +154,7 @@ where
         .and_then(|rt| {
             rt.block_on(async move {
                 let processor = build(cli.stage)?;
-                let parts = parts::<P>(&cli.runtime).await?;
+                let parts = parts(&processor, &cli.runtime).await?;
                 let addr = http::serve(
                     &cli.runtime.metrics_listen,
                     parts.metrics.clone(),

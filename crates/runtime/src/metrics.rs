@@ -142,6 +142,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The runtime's metrics plus those `register` adds (a stage's own).
+    pub fn with(register: impl FnOnce(&mut Registry)) -> Metrics {
+        let mut m = Metrics::default();
+        register(&mut m.registry);
+        m
+    }
+
     /// The sum of every sample of the counter `name` (e.g. [`PROCESSED`]) across its labels.
     pub fn total(&self, name: &str) -> u64 {
         let prefix = format!("{name}_total");

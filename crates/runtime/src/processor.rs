@@ -2,7 +2,7 @@
 //! or more output events (collected in [`Outputs`]) or to a [`ProcessError`] that says whether
 //! a retry can help.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use envelope::{
     Codec, DecodeError, EncodeError, Event, EventMetadata, Id, Payload, Source, Timestamp,
@@ -166,6 +166,10 @@ pub trait Processor: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Register the stage's own metrics, served on `/metrics` beside the runtime's (their
+    /// names belong in the stage's one metrics module).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
     /// How often [`Processor::tick`] runs; `None` (the default): never.
     fn tick_interval(&self) -> Option<Duration> {
         None
@@ -223,6 +227,30 @@ pub struct OutRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// Work a stage handed elsewhere for an input (the audit writer's batched insert): the runtime
+/// awaits it after [`Processor::process`] returned and before the input's outputs are produced
+/// and its offset stored. See [`Outputs::defer`].
+///
+/// The future sits behind a mutex only so that [`Outputs`] stays `Sync` (a stage may hold
+/// `&Outputs` across an await); it is never polled through a shared reference.
+pub struct Deferred(std::sync::Mutex<Pin<Box<DeferredWork>>>);
+
+type DeferredWork = dyn Future<Output = Result<(), ProcessError>> + Send + 'static;
+
+impl Deferred {
+    /// Wait for the work.
+    pub async fn wait(self) -> Result<(), ProcessError> {
+        let work = self.0.into_inner().unwrap_or_else(|p| p.into_inner());
+        work.await
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
 /// The outputs of processing one input event: each emitted event is caused by the input
 /// (same org, correlation id and trace), encoded at once, and partitioned by its key.
 ///
@@ -238,6 +266,7 @@ pub struct Outputs<'a> {
     store: Option<(&'a Dedupe, &'a Metrics)>,
     marks: Vec<Id>,
     position: Option<Position>,
+    deferred: Vec<Deferred>,
 }
 
 impl<'a> Outputs<'a> {
@@ -251,6 +280,7 @@ impl<'a> Outputs<'a> {
             store: None,
             marks: Vec::new(),
             position: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -295,6 +325,23 @@ impl<'a> Outputs<'a> {
             dedupe.reserve(id);
         }
         self.marks.push(id);
+    }
+
+    /// Complete this input only once `work` is done: the runtime awaits it after `process`
+    /// returned, then produces the outputs and stores the offset. Meanwhile the partition's
+    /// next records are processed (up to `--max-in-flight-per-partition` awaiting), so a stage
+    /// can gather the work of many inputs into one write (the audit writer's batches) while
+    /// offsets still pass a record only after its work is done. `work` must wait out
+    /// transient failures itself (retrying, reconnecting); an error it returns dead-letters
+    /// the input with that code and message.
+    pub fn defer(&mut self, work: impl Future<Output = Result<(), ProcessError>> + Send + 'static) {
+        self.deferred
+            .push(Deferred(std::sync::Mutex::new(Box::pin(work))));
+    }
+
+    /// Take the work handed over with [`Outputs::defer`], in order.
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        std::mem::take(&mut self.deferred)
     }
 
     /// Count a row the stage quarantined (reported in metrics and run events).

@@ -104,7 +104,16 @@ where
     let mut out = Outputs::new(&codec, &meta, &source)
         .with_store(dedupe, &metrics)
         .at(position);
-    let result = stage.process(input, &mut out).await;
+    let mut result = stage.process(input, &mut out).await;
+    if result.is_ok() {
+        // Work handed over with `Outputs::defer` completes the input, as in the runtime.
+        for work in out.take_deferred() {
+            if let Err(e) = work.wait().await {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     let (records, keys) = out.into_parts();
     for id in keys {
         match result {
@@ -208,7 +217,7 @@ impl RunningStage {
         codec: Arc<Codec>,
         dedupe: Dedupe,
     ) -> RunningStage {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with(|r| processor.register_metrics(r)));
         let health = Arc::new(Health::default());
         let parts = Parts {
             codec,
@@ -237,4 +246,27 @@ impl RunningStage {
         let _ = self.stop.send(());
         self.task.await?
     }
+}
+
+/// Produce `event` to its topic as a stage would: encoded with `codec`, keyed by its record
+/// key, on the project partitioner's partition; returns once the broker acknowledged it.
+pub async fn produce_event<P: Payload>(
+    producer: &rdkafka::producer::FutureProducer,
+    codec: &Codec,
+    event: &Event<P>,
+) -> anyhow::Result<()> {
+    let value = codec.encode(event)?;
+    let partition = partition_for(event.partition_key(), P::TOPIC.spec().partitions);
+    let key = event.record_key();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(P::TOPIC.name())
+                .partition(partition)
+                .key(&key)
+                .payload(&value),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("producing to {}: {e}", P::TOPIC))?;
+    Ok(())
 }

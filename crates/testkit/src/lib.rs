@@ -13,6 +13,8 @@ mod kafka;
 mod metrics;
 mod mock;
 pub mod pg;
+mod process;
+mod smtp;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
 pub use cut::CutProxy;
@@ -22,6 +24,8 @@ pub use kafka::{
 };
 pub use metrics::counter_total;
 pub use mock::MockBroker;
+pub use process::StageProcess;
+pub use smtp::{SmtpMessage, SmtpSink};
 
 /// A number no other call returns in practice (time, process id and a per-call random
 /// seed, hashed): it keeps names of consumer groups and schemas apart across tests and runs.

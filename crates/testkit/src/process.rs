@@ -1,0 +1,79 @@
+//! A stage binary run by a test: started with the environment the test gives plus a free
+//! metrics port, its stdout and stderr appended to a log file the test prints on failure,
+//! killed with SIGKILL on drop (or when the test kills it on purpose).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command},
+};
+
+use crate::free_port;
+
+/// A running stage process.
+#[derive(Debug)]
+pub struct StageProcess {
+    child: Option<Child>,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+impl StageProcess {
+    /// Start the binary at `bin` (e.g. `env!("CARGO_BIN_EXE_gold")`) with `envs`, logging to
+    /// `log` (appended, so a restart keeps the first run's lines). `METRICS_LISTEN` is set to
+    /// a free port, `LOG_FORMAT` to json and `RUST_LOG` to info unless `envs` set them.
+    pub fn spawn(bin: &str, envs: &[(&str, String)], log: &Path) -> anyhow::Result<StageProcess> {
+        let metrics_port = free_port()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut cmd = Command::new(bin);
+        cmd.env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {bin}: {e}"))?;
+        Ok(StageProcess {
+            child: Some(child),
+            log: log.to_owned(),
+            metrics_port,
+        })
+    }
+
+    /// The port of its /metrics, /healthz and /readyz.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// Everything it logged so far (all runs sharing the log file).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL it and reap it: no shutdown hook runs, as in a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether it has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for StageProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
