@@ -259,7 +259,9 @@ impl Gold {
             .await?;
         let target = Target::booking(org_id, &booking.campaign_id, booking.line_item_id.clone());
         self.emit_campaign(out, target, Day::Today, Trigger::Update)
-            .await
+            .await?;
+        // The audit trail of the applied booking, after the aggregates (their ids unchanged).
+        out.emit(runtime::audit::config_applied(Self::GROUP.name(), &e))
     }
 }
 
@@ -355,7 +357,7 @@ impl Processor for Gold {
     const GROUP: ConsumerGroup = ConsumerGroup::GoldProcessor;
 
     fn outputs() -> Vec<Topic> {
-        vec![Topic::GoldDataReady]
+        vec![Topic::GoldDataReady, Topic::AuditEvents]
     }
 
     async fn start(&self) -> anyhow::Result<()> {

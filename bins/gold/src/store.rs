@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use envelope::{Date, Money, payload::common::Booking};
-use runtime::{Position, ProcessError};
+pub use pgstore::StoreError;
+use pgstore::{Live, Pool, Prepared};
+use runtime::Position;
 use rust_decimal::Decimal;
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Statement, types::ToSql};
+use tokio_postgres::{Client, Statement, types::ToSql};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -18,56 +19,6 @@ mod embedded {
 
 /// Gold's migration history table (other adpipe stores share the database).
 const HISTORY_TABLE: &str = "gold_schema_history";
-
-/// A store operation that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// PostgreSQL could not be reached or the connection broke (retryable).
-    #[error("gold store unavailable: {0}")]
-    Unavailable(String),
-    /// Migrations failed (a schema problem; not retryable as is).
-    #[error("gold store migration failed: {0}")]
-    Migration(String),
-    /// A statement failed for another reason (e.g. an amount out of range).
-    #[error("gold store query failed: {0}")]
-    Query(String),
-}
-
-impl StoreError {
-    /// Stable code for logs, metrics and DLQ headers.
-    pub fn code(&self) -> &'static str {
-        match self {
-            StoreError::Unavailable(_) => "GOLD_STORE_UNAVAILABLE",
-            StoreError::Migration(_) => "GOLD_STORE_MIGRATION",
-            StoreError::Query(_) => "GOLD_STORE_QUERY",
-        }
-    }
-
-    /// Whether retrying later can succeed.
-    pub fn retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if e.is_closed() || e.as_db_error().is_none() {
-            StoreError::Unavailable(e.to_string())
-        } else {
-            StoreError::Query(e.to_string())
-        }
-    }
-}
-
-impl From<StoreError> for ProcessError {
-    fn from(e: StoreError) -> Self {
-        if e.retryable() {
-            ProcessError::unavailable(e.code(), e.to_string())
-        } else {
-            ProcessError::permanent(e.code(), e.to_string())
-        }
-    }
-}
 
 /// Whether a change was applied or its input had been applied before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +115,8 @@ const CLAIM: &str = "WITH claim AS ( \
      WHERE gold_offsets.next_offset <= $3::bigint RETURNING 1)";
 
 /// Statements prepared once per connection.
-struct Statements {
+#[derive(Debug)]
+pub struct Statements {
     claim_only: Statement,
     put_row: Statement,
     put_booking: Statement,
@@ -173,30 +125,18 @@ struct Statements {
     active: Statement,
 }
 
-struct Live {
-    client: Client,
-    stmts: Statements,
-}
-
-/// One connection, reconnected on first use after it broke.
-struct Conn {
-    live: Mutex<Option<Arc<Live>>>,
+impl Prepared for Statements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        prepare(client).await
+    }
 }
 
 /// Gold's PostgreSQL store: a few connections, each used by the partitions that map to it
 /// (statements from different partitions pipeline on one connection).
+#[derive(Debug)]
 pub struct GoldStore {
     url: String,
-    conns: Vec<Conn>,
-}
-
-impl std::fmt::Debug for GoldStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Not the URL: it may hold a password.
-        f.debug_struct("GoldStore")
-            .field("connections", &self.conns.len())
-            .finish_non_exhaustive()
-    }
+    pool: Pool<Statements>,
 }
 
 impl GoldStore {
@@ -204,45 +144,17 @@ impl GoldStore {
     pub fn new(url: &str, connections: usize) -> GoldStore {
         GoldStore {
             url: url.to_owned(),
-            conns: (0..connections.max(1))
-                .map(|_| Conn {
-                    live: Mutex::new(None),
-                })
-                .collect(),
+            pool: Pool::new("gold", url, connections),
         }
     }
 
-    /// Apply the embedded migrations (idempotent) on a connection of its own.
+    /// Apply the embedded migrations (idempotent) on a connection of their own.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        let task = tokio::spawn(connection);
-        let result = embedded::migrations::runner()
-            .set_migration_table_name(HISTORY_TABLE)
-            .run_async(&mut client)
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Migration(e.to_string()));
-        drop(client);
-        let _ = task.await;
-        result
+        pgstore::migrate(&self.url, embedded::migrations::runner(), HISTORY_TABLE).await
     }
 
-    async fn live(&self, partition: i32) -> Result<Arc<Live>, StoreError> {
-        let index = usize::try_from(partition).unwrap_or(0) % self.conns.len();
-        let mut slot = self.conns[index].live.lock().await;
-        if let Some(live) = slot.as_ref().filter(|l| !l.client.is_closed()) {
-            return Ok(live.clone());
-        }
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "gold store connection closed");
-            }
-        });
-        let stmts = prepare(&client).await?;
-        let live = Arc::new(Live { client, stmts });
-        *slot = Some(live.clone());
-        Ok(live)
+    async fn live(&self, partition: i32) -> Result<Arc<Live<Statements>>, StoreError> {
+        self.pool.get(partition).await
     }
 
     /// Claim `at` without changing anything else (quarantined rows, settings gold ignores).
@@ -373,7 +285,7 @@ impl GoldStore {
                 let deleted: bool = r.get(1);
                 let money = |i: usize| {
                     Money::new(r.get::<_, Decimal>(i))
-                        .map_err(|e| StoreError::Query(format!("stored booking amount: {e}")))
+                        .map_err(|e| StoreError::Corrupt(format!("stored booking amount: {e}")))
                 };
                 let booking = Booking {
                     campaign_id: campaign_id.to_owned(),
@@ -417,7 +329,7 @@ fn applied(claimed: i64) -> Applied {
     }
 }
 
-async fn prepare(client: &Client) -> Result<Statements, StoreError> {
+async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     let claim_only = client
         .prepare(&format!("{CLAIM} SELECT count(*) FROM claim"))
         .await?;

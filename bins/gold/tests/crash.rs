@@ -6,13 +6,12 @@
 use std::{
     collections::{BTreeMap, HashMap},
     process::{Child, Command},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use chrono::{Days, Utc};
 use envelope::{
-    Codec, Date, Event, Money, Payload, RegistryClient, Source, Timestamp,
+    Codec, Date, Event, Money, Payload, Source, Timestamp,
     payload::{
         common::{Actor, ActorType, Booking},
         config::{ConfigChange, ConfigItem, ConfigOp},
@@ -234,6 +233,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
             Topic::SilverDataProcessed,
             Topic::ConfigChanges,
             Topic::GoldDataReady,
+            Topic::AuditEvents,
         ],
     )
     .await
@@ -243,12 +243,12 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
     let registry = schema_registry::spawn_local(dir.path())
         .await
         .expect("registry");
-    let codec = Arc::new(Codec::new(
-        RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
-    ));
-    for t in [Topic::SilverDataProcessed, Topic::ConfigChanges] {
-        codec.register(t).await.expect("register");
-    }
+    let codec = runtime::codec(
+        Some(&registry),
+        &[Topic::SilverDataProcessed, Topic::ConfigChanges],
+    )
+    .await
+    .expect("codec");
     let schema = TestSchema::create("gold_crash").await.expect("schema");
     let env = Env {
         bootstrap: b.clone(),

@@ -5,6 +5,7 @@
 use envelope::{
     Codec, Date, Event, Money, Source,
     payload::{
+        audit::AuditEvent,
         common::{Actor, ActorType, Booking, DspType, EntityType, RowKind},
         config::{ConfigChange, ConfigItem, ConfigOp},
         gold::{AggregateReady, Grain, Trigger},
@@ -321,7 +322,22 @@ async fn line_item_rows_also_aggregate_per_line_item() {
         ConfigOp::Upsert,
         december_booking(Some("li-1"), 310_000, "100.00"),
     );
-    let booked = outputs(&at(&stage, &cfg, 0).await);
+    let checked = at(&stage, &cfg, 0).await;
+    let booked = outputs(&checked);
+    // The applied booking is audited: `config.applied` on its key, caused by the change.
+    let audits = checked.events::<AuditEvent>(&Codec::offline());
+    assert_eq!(audits.len(), 1);
+    assert_eq!(
+        (
+            audits[0].payload.action.as_str(),
+            audits[0].payload.entity.entity_id.as_str()
+        ),
+        ("config.applied", cfg.payload.key.as_str())
+    );
+    assert_eq!(
+        audits[0].metadata.correlation_id,
+        cfg.metadata.correlation_id
+    );
     assert!(
         booked
             .iter()
