@@ -1,5 +1,9 @@
 //! The rule evaluator (`rule-evaluator`): evaluates each org's rules against every
 //! `gold.data.ready` aggregate and raises or resolves alerts. The rule engine lives in
-//! [`rules`], free of Kafka plumbing.
+//! [`rules`], free of Kafka plumbing; the stage in [`stage`], its state in PostgreSQL behind
+//! [`store`].
 
+pub mod fixtures;
 pub mod rules;
+pub mod stage;
+pub mod store;

@@ -30,8 +30,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::NaiveDate;
 use envelope::{
-    Date, Id, Ratio, Timestamp,
+    Date, Id, Ratio,
     payload::{
         alerts::{Alert, AlertState},
         common::{Comparator, EntityRef, EntityType, Metric, Severity},
@@ -40,6 +41,7 @@ use envelope::{
     },
 };
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 /// How many days of history are kept per entity and metric for trailing rules.
 const HISTORY_DAYS: i64 = 62;
@@ -275,24 +277,31 @@ fn entity_of(agg: &AggregateReady) -> EntityRef {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct EntityKey {
-    org_id: i64,
-    campaign_id: String,
-    line_item_id: Option<String>,
+/// What the engine remembers of one entity (a campaign or line item of an org): the alert
+/// state per rule and the daily metric history the trailing rules average. It is the unit the
+/// rule evaluator stores, so it (de)serialises.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntityState {
+    /// Per rule id.
+    #[serde(default)]
+    alerts: BTreeMap<String, KeyState>,
+    /// Per metric name, the value of each day (the last `HISTORY_DAYS` days seen).
+    #[serde(default)]
+    history: BTreeMap<String, BTreeMap<NaiveDate, Decimal>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OpenAlert {
-    alert_id: Id,
+    alert_id: uuid::Uuid,
     firing: bool,
     notified: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct KeyState {
     open: Option<OpenAlert>,
-    last_notified: Option<Timestamp>,
+    /// Epoch milliseconds of the last notification.
+    last_notified: Option<i64>,
 }
 
 /// A rule's verdict on one aggregate.
@@ -312,11 +321,33 @@ pub struct Decision {
     pub alert: Alert,
 }
 
-/// Evaluates rules and keeps the alert and trailing-history state.
+/// The entity an aggregate's state is kept under: org, campaign and line item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityKey {
+    /// Org.
+    pub org_id: i64,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Line item, for line-item aggregates.
+    pub line_item_id: Option<String>,
+}
+
+impl EntityKey {
+    /// The entity of `agg`, an aggregate of `org_id`.
+    pub fn of(org_id: i64, agg: &AggregateReady) -> EntityKey {
+        EntityKey {
+            org_id,
+            campaign_id: agg.campaign_id.clone(),
+            line_item_id: agg.line_item_id.clone(),
+        }
+    }
+}
+
+/// An in-memory engine over many entities (tests and tools; the stage keeps each
+/// [`EntityState`] in PostgreSQL and calls [`EntityState::evaluate`]).
 #[derive(Debug, Default)]
 pub struct RuleEngine {
-    alerts: HashMap<String, KeyState>,
-    history: HashMap<(EntityKey, Metric), BTreeMap<Date, Decimal>>,
+    entities: HashMap<EntityKey, EntityState>,
 }
 
 impl RuleEngine {
@@ -333,11 +364,23 @@ impl RuleEngine {
         agg: &AggregateReady,
         gold_event_id: Id,
     ) -> Vec<Decision> {
-        let entity_key = EntityKey {
-            org_id,
-            campaign_id: agg.campaign_id.clone(),
-            line_item_id: agg.line_item_id.clone(),
-        };
+        self.entities
+            .entry(EntityKey::of(org_id, agg))
+            .or_default()
+            .evaluate(org_id, rules, agg, gold_event_id)
+    }
+}
+
+impl EntityState {
+    /// Evaluate `rules` of `org_id` against `agg`, an aggregate of this entity, updating the
+    /// alert states and (for daily aggregates) the history.
+    pub fn evaluate(
+        &mut self,
+        org_id: i64,
+        rules: &[Rule],
+        agg: &AggregateReady,
+        gold_event_id: Id,
+    ) -> Vec<Decision> {
         let mut out = Vec::new();
         for rule in rules.iter().filter(|r| r.enabled) {
             if rule
@@ -356,9 +399,7 @@ impl RuleEngine {
                     let Some(v) = metric_value(agg, rule.metric) else {
                         continue;
                     };
-                    let Some(avg) =
-                        self.trailing_average(&entity_key, rule.metric, agg.period_start, n)
-                    else {
+                    let Some(avg) = self.trailing_average(rule.metric, agg.period_start, n) else {
                         continue;
                     };
                     (
@@ -379,33 +420,27 @@ impl RuleEngine {
             }
         }
         if agg.grain == Grain::Daily {
-            self.record_history(entity_key, agg);
+            self.record_history(agg);
         }
         out
     }
 
-    fn trailing_average(
-        &self,
-        key: &EntityKey,
-        metric: Metric,
-        day: Date,
-        days: u32,
-    ) -> Option<Decimal> {
-        let history = self.history.get(&(key.clone(), metric))?;
-        let from = Date(day.0 - chrono_days(i64::from(days)));
-        let values: Vec<Decimal> = history.range(from..day).map(|(_, v)| *v).collect();
+    fn trailing_average(&self, metric: Metric, day: Date, days: u32) -> Option<Decimal> {
+        let history = self.history.get(&metric.to_string())?;
+        let from = day.0 - chrono_days(i64::from(days));
+        let values: Vec<Decimal> = history.range(from..day.0).map(|(_, v)| *v).collect();
         if values.is_empty() {
             return None;
         }
         Some(values.iter().sum::<Decimal>() / Decimal::from(values.len()))
     }
 
-    fn record_history(&mut self, key: EntityKey, agg: &AggregateReady) {
+    fn record_history(&mut self, agg: &AggregateReady) {
+        let oldest = agg.period_start.0 - chrono_days(HISTORY_DAYS);
         for metric in Metric::ALL {
             if let Some(v) = metric_value(agg, *metric) {
-                let days = self.history.entry((key.clone(), *metric)).or_default();
-                days.insert(agg.period_start, v);
-                let oldest = Date(agg.period_start.0 - chrono_days(HISTORY_DAYS));
+                let days = self.history.entry(metric.to_string()).or_default();
+                days.insert(agg.period_start.0, v);
                 while days.first_key_value().is_some_and(|(d, _)| *d < oldest) {
                     days.pop_first();
                 }
@@ -431,16 +466,22 @@ impl RuleEngine {
             rule.rule_id, agg.campaign_id, entity.entity_id
         );
         let now = agg.as_of;
-        let state = self.alerts.entry(dedupe_key.clone()).or_default();
-        let cooled = state.last_notified.is_none_or(|t| {
-            now.millis() - t.millis() >= rule.cooldown_seconds.saturating_mul(1000)
-        });
+        let state = self.alerts.entry(rule.rule_id.clone()).or_default();
+        let cooled = state
+            .last_notified
+            .is_none_or(|t| now.millis() - t >= rule.cooldown_seconds.saturating_mul(1000));
         let firing = state.open.as_ref().is_some_and(|o| o.firing);
         let (alert_state, alert_id) = match (holds, firing) {
             (true, false) => {
-                let alert_id = Id::new();
+                // Derived from what fired it, so evaluating the same input again decides the
+                // same alert.
+                let name = format!("{dedupe_key}/{gold_event_id}");
+                let alert_id = Id(uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    name.as_bytes(),
+                ));
                 state.open = Some(OpenAlert {
-                    alert_id,
+                    alert_id: alert_id.0,
                     firing: true,
                     notified: cooled,
                 });
@@ -452,19 +493,19 @@ impl RuleEngine {
             (true, true) if cooled => {
                 let open = state.open.as_mut()?;
                 open.notified = true;
-                (AlertState::Firing, open.alert_id)
+                (AlertState::Firing, Id(open.alert_id))
             }
             (false, true) => {
                 let open = state.open.take()?;
                 if !open.notified {
                     return None;
                 }
-                (AlertState::Resolved, open.alert_id)
+                (AlertState::Resolved, Id(open.alert_id))
             }
             _ => return None,
         };
         if alert_state == AlertState::Firing {
-            state.last_notified = Some(now);
+            state.last_notified = Some(now.millis());
         }
         let verb = if alert_state == AlertState::Firing {
             "fired"
@@ -515,7 +556,7 @@ fn chrono_days(n: i64) -> chrono::TimeDelta {
 #[cfg(test)]
 mod tests {
     use envelope::{
-        Money,
+        Money, Timestamp,
         payload::{
             common::Comparator as C,
             gold::{DerivedMetrics, Trigger},
@@ -819,5 +860,33 @@ mod tests {
             Rule::from_definition(&def(C::Gt, "daily", -1)),
             Err(RuleError::Cooldown(-1))
         ));
+    }
+
+    #[test]
+    fn a_stored_and_reloaded_state_decides_like_the_one_kept_in_memory() {
+        let rules = [
+            rule(C::Lt, 80, Window::Grain(Grain::Daily), 3600),
+            rule(C::AboveTrailingAvgPct, 50, Window::TrailingDays(3), 0),
+        ];
+        let g = Id::new();
+        let steps = [
+            agg(1, 0, Some("70"), "100"),
+            agg(2, 0, Some("90"), "100"),
+            agg(3, 0, Some("70"), "400"),
+            agg(3, 90, Some("95"), "100"),
+        ];
+        let mut kept = EntityState::default();
+        let mut reloaded = EntityState::default();
+        for a in &steps {
+            let expected = kept.evaluate(1, &rules, a, g);
+            let json = serde_json::to_string(&reloaded).expect("serialises");
+            reloaded = serde_json::from_str(&json).expect("deserialises");
+            assert_eq!(reloaded.evaluate(1, &rules, a, g), expected);
+        }
+        assert_eq!(kept, reloaded);
+        assert!(
+            kept.history["spend"].contains_key(&day(3).0),
+            "history is kept by metric name and day"
+        );
     }
 }

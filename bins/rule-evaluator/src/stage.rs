@@ -1,0 +1,316 @@
+//! The rule evaluator's stage: every `gold.data.ready` aggregate is evaluated against its
+//! org's rules (the built-in defaults, overlaid by the org's own rules from `config.changes`)
+//! and the alerts that fire or resolve go to `rules.alerts.triggered`.
+//!
+//! # Rules as data, reloaded without a restart
+//!
+//! A `config.changes` rule (key `rule/<id>`) is validated ([`Rule::from_definition`]; an
+//! unusable rule goes to the DLQ with the reason) and stored per org and rule id, newer
+//! versions only. A delete switches the rule off for the org — a built-in one as well. The
+//! org's rules are read with the entity's state for every aggregate, so a change applies to
+//! the next aggregate whichever replica evaluates it.
+//!
+//! # Counting each input once
+//!
+//! An aggregate's entity state (alert states, trailing history) is read, evaluated and
+//! written back in one statement that also claims the input offset and keeps the alerts it
+//! decided. A replayed aggregate (a crash after the write, before the offset was committed)
+//! changes nothing and emits the alerts it was first given, with the same event ids, so a
+//! restart neither loses an alert nor raises one twice.
+
+use std::time::Duration;
+
+use envelope::{
+    Codec, DecodeError, Event, EventMetadata,
+    payload::{
+        alerts::{Alert, AlertState},
+        config::{ConfigChange, ConfigItem, ConfigOp},
+        gold::AggregateReady,
+    },
+};
+use runtime::{Input, Outputs, Position, ProcessError, Processor, Tick};
+use topics::{ConsumerGroup, Topic};
+
+use crate::{
+    rules::{EntityKey, Rule, default_rules},
+    store::{Applied, RuleStore, StoredRule},
+};
+
+/// The rule evaluator's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuleSettings {
+    /// PostgreSQL connection string of the evaluator's state (migrated at start).
+    #[arg(
+        long,
+        env = "RULES_DATABASE_URL",
+        default_value = "host=127.0.0.1 user=postgres dbname=postgres"
+    )]
+    pub database_url: String,
+    /// Connections to PostgreSQL; input partitions are spread over them.
+    #[arg(long, env = "RULES_DATABASE_CONNECTIONS", default_value_t = 4)]
+    pub database_connections: usize,
+    /// Hours the alerts decided for an input are kept for replays (its offset is committed
+    /// long before).
+    #[arg(long, env = "RULES_OUTBOX_RETENTION_HOURS", default_value_t = 24)]
+    pub outbox_retention_hours: i32,
+}
+
+/// What the evaluator consumes: gold aggregates and configuration changes.
+#[derive(Debug, Clone)]
+pub enum RuleInput {
+    /// A gold aggregate.
+    Aggregate(Event<AggregateReady>),
+    /// A configuration change (rules matter to the evaluator).
+    Config(Event<ConfigChange>),
+}
+
+impl Input for RuleInput {
+    fn topics() -> Vec<Topic> {
+        vec![Topic::GoldDataReady, Topic::ConfigChanges]
+    }
+
+    async fn decode(codec: &Codec, topic: Topic, bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(match topic {
+            Topic::ConfigChanges => RuleInput::Config(codec.decode(bytes).await?),
+            _ => RuleInput::Aggregate(codec.decode(bytes).await?),
+        })
+    }
+
+    fn metadata(&self) -> &EventMetadata {
+        match self {
+            RuleInput::Aggregate(e) => &e.metadata,
+            RuleInput::Config(e) => &e.metadata,
+        }
+    }
+}
+
+/// The rule evaluator.
+#[derive(Debug)]
+pub struct RuleEvaluator {
+    settings: RuleSettings,
+    store: RuleStore,
+}
+
+impl RuleEvaluator {
+    /// The evaluator on `settings`; the store is migrated by [`Processor::start`].
+    pub fn new(settings: RuleSettings) -> RuleEvaluator {
+        let store = RuleStore::new(&settings.database_url, settings.database_connections);
+        RuleEvaluator { settings, store }
+    }
+
+    async fn on_aggregate(
+        &self,
+        e: Event<AggregateReady>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        let at = position(out)?;
+        let org_id = e.metadata.org_id;
+        let entity = EntityKey::of(org_id, &e.payload);
+        let (mut state, stored) = self.store.load(at, &entity).await?;
+        let rules = org_rules(org_id, stored);
+        let alerts: Vec<Alert> = state
+            .evaluate(org_id, &rules, &e.payload, e.metadata.event_id)
+            .into_iter()
+            .map(|d| d.alert)
+            .collect();
+        let alerts = match self.store.put_state(at, &entity, &state, &alerts).await? {
+            Applied::New => alerts,
+            Applied::Replay => {
+                tracing::debug!(
+                    offset = at.offset,
+                    "replayed aggregate: state unchanged, its alerts re-emitted"
+                );
+                self.store.decided(at).await?
+            }
+        };
+        for alert in alerts {
+            tracing::info!(
+                org_id,
+                rule_id = %alert.rule_id,
+                dedupe_key = %alert.dedupe_key,
+                state = %alert.state,
+                severity = %alert.severity,
+                "alert {}",
+                if alert.state == AlertState::Firing { "fired" } else { "resolved" }
+            );
+            out.emit(alert)?;
+        }
+        Ok(())
+    }
+
+    async fn on_config(
+        &self,
+        e: Event<ConfigChange>,
+        out: &mut Outputs<'_>,
+    ) -> Result<(), ProcessError> {
+        let at = position(out)?;
+        let ConfigItem::RuleDefinition(definition) = &e.payload.change else {
+            self.store.skip(at).await?;
+            return Ok(());
+        };
+        let deleted = e.payload.op == ConfigOp::Delete;
+        if !deleted {
+            Rule::from_definition(definition).map_err(|err| {
+                ProcessError::permanent(
+                    "RULE_INVALID",
+                    format!(
+                        "rule {} of org {}: {err}",
+                        definition.rule_id, e.metadata.org_id
+                    ),
+                )
+            })?;
+        }
+        let applied = self
+            .store
+            .put_rule(
+                at,
+                e.metadata.org_id,
+                e.payload.version,
+                deleted,
+                definition,
+            )
+            .await?;
+        tracing::info!(
+            org_id = e.metadata.org_id,
+            rule_id = %definition.rule_id,
+            version = e.payload.version,
+            deleted,
+            replay = applied == Applied::Replay,
+            "rule change stored"
+        );
+        out.emit(runtime::audit::config_applied(Self::GROUP.name(), &e))
+    }
+}
+
+/// An org's rules: the built-in ones, replaced by the org's rule with the same id and
+/// switched off by its tombstones, then the org's other rules. A stored definition that no
+/// longer validates is left out with a warning.
+pub fn org_rules(org_id: i64, stored: Vec<StoredRule>) -> Vec<Rule> {
+    let mut rules = default_rules();
+    for StoredRule {
+        rule_id,
+        definition,
+    } in stored
+    {
+        rules.retain(|r| r.rule_id != rule_id);
+        let Some(def) = definition else { continue };
+        match Rule::from_definition(&def) {
+            Ok(rule) => rules.push(rule),
+            Err(err) => tracing::warn!(org_id, %rule_id, error = %err, "stored rule skipped"),
+        }
+    }
+    rules
+}
+
+fn position(out: &Outputs<'_>) -> Result<Position, ProcessError> {
+    out.position().ok_or_else(|| {
+        ProcessError::permanent(
+            "RULES_NO_POSITION",
+            "the rule evaluator needs the input's offset to count it once",
+        )
+    })
+}
+
+impl Processor for RuleEvaluator {
+    type Input = RuleInput;
+    const GROUP: ConsumerGroup = ConsumerGroup::RuleEvaluator;
+
+    fn outputs() -> Vec<Topic> {
+        vec![Topic::RulesAlertsTriggered, Topic::AuditEvents]
+    }
+
+    async fn start(&self) -> anyhow::Result<()> {
+        self.store.migrate().await?;
+        Ok(())
+    }
+
+    async fn process(&self, input: RuleInput, out: &mut Outputs<'_>) -> Result<(), ProcessError> {
+        match input {
+            RuleInput::Aggregate(e) => self.on_aggregate(e, out).await,
+            RuleInput::Config(e) => self.on_config(e, out).await,
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+
+    async fn tick(&self, _tick: &Tick, _out: &mut Outputs<'_>) -> Result<(), ProcessError> {
+        let pruned = self
+            .store
+            .prune_outbox(self.settings.outbox_retention_hours)
+            .await?;
+        tracing::debug!(pruned, "outbox pruned");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envelope::payload::{
+        common::{Comparator, Metric, Severity},
+        config::RuleDefinition,
+    };
+
+    use super::*;
+
+    fn definition(id: &str, window: &str) -> RuleDefinition {
+        RuleDefinition {
+            rule_id: id.into(),
+            name: id.into(),
+            metric: Metric::PacingRate,
+            comparator: Comparator::Lt,
+            threshold: "50".parse().expect("threshold"),
+            window: window.into(),
+            severity: Severity::Critical,
+            channels: vec![],
+            cooldown_seconds: 60,
+            enabled: true,
+            campaign_id: None,
+        }
+    }
+
+    #[test]
+    fn an_orgs_rules_replace_switch_off_and_extend_the_defaults() {
+        let ids = |rules: &[Rule]| rules.iter().map(|r| r.rule_id.clone()).collect::<Vec<_>>();
+        let defaults = org_rules(1, Vec::new());
+        assert_eq!(defaults.len(), 5);
+        let rules = org_rules(
+            1,
+            vec![
+                StoredRule {
+                    rule_id: "default.pacing-low".into(),
+                    definition: Some(definition("default.pacing-low", "daily")),
+                },
+                StoredRule {
+                    rule_id: "default.margin-low".into(),
+                    definition: None,
+                },
+                StoredRule {
+                    rule_id: "org.custom".into(),
+                    definition: Some(definition("org.custom", "weekly")),
+                },
+                StoredRule {
+                    rule_id: "org.no-longer-valid".into(),
+                    definition: Some(definition("org.no-longer-valid", "hourly")),
+                },
+            ],
+        );
+        assert_eq!(
+            ids(&rules),
+            [
+                "default.pacing-high",
+                "default.spend-anomaly",
+                "default.quality-drop",
+                "default.pacing-low",
+                "org.custom"
+            ]
+        );
+        let low = rules
+            .iter()
+            .find(|r| r.rule_id == "default.pacing-low")
+            .expect("replaced");
+        assert_eq!(low.threshold, rust_decimal::Decimal::from(50));
+        assert_eq!(low.severity, Severity::Critical);
+    }
+}
