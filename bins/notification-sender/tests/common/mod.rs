@@ -1,0 +1,291 @@
+//! Helpers the notification-sender binary tests share: events to produce, the binary as a
+//! child process killed on drop, the webhook peer, and small PostgreSQL queries.
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::{Child, Command},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, Uri},
+    routing::post,
+};
+
+use envelope::{
+    Codec, Event, Id, Payload, Ratio, Source, Timestamp,
+    payload::{
+        alerts::{Alert, AlertState},
+        common::{Actor, ActorType, Comparator, EntityRef, EntityType, Metric, Severity},
+        config::{ChannelDefinition, ChannelKind, ConfigChange, ConfigItem, ConfigOp},
+    },
+};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use topics::{PartitionKey, partition_for};
+
+/// The stage process, killed if the test ends early.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn source(service: &str) -> Source {
+    Source {
+        service: service.into(),
+        instance: "notify-test".into(),
+    }
+}
+
+pub(crate) fn config(
+    org: i64,
+    version: i64,
+    op: ConfigOp,
+    change: ConfigItem,
+) -> Event<ConfigChange> {
+    let key = match &change {
+        ConfigItem::ChannelDefinition(c) => format!("channel/{}", c.channel_id),
+        _ => "rule/r1".to_owned(),
+    };
+    Event::new(
+        org,
+        source("pipelinectl"),
+        ConfigChange {
+            key,
+            version,
+            op,
+            actor: Actor {
+                actor_type: ActorType::User,
+                actor_id: "am-1".into(),
+                display_name: None,
+            },
+            reason: None,
+            change,
+        },
+    )
+}
+
+pub(crate) fn channel(
+    id: &str,
+    kind: ChannelKind,
+    target: &str,
+    secret_ref: Option<&str>,
+    rate: Option<i32>,
+    enabled: bool,
+) -> ConfigItem {
+    ConfigItem::ChannelDefinition(ChannelDefinition {
+        channel_id: id.into(),
+        kind,
+        target: target.into(),
+        secret_ref: secret_ref.map(str::to_owned),
+        rate_limit_per_minute: rate,
+        enabled,
+    })
+}
+
+pub(crate) fn alert(org: i64, n: i64, channels: &[&str]) -> Event<Alert> {
+    Event::new(
+        org,
+        source("rule-evaluator"),
+        Alert {
+            alert_id: Id::new(),
+            rule_id: format!("rule-{n}"),
+            rule_name: "Pacing below 80 %".into(),
+            state: AlertState::Firing,
+            severity: Severity::Warning,
+            metric: Metric::PacingRate,
+            comparator: Comparator::Lt,
+            threshold: Ratio::from_unscaled(800_000).expect("ratio"),
+            observed: Some(Ratio::from_unscaled(700_000 + n).expect("ratio")),
+            baseline: None,
+            window: "flight".into(),
+            entity: EntityRef {
+                entity_type: EntityType::Campaign,
+                entity_id: format!("c{n}"),
+                name: None,
+            },
+            campaign_id: format!("c{n}"),
+            period_label: "2026-11".into(),
+            dedupe_key: format!("{org}/rule-{n}/c{n}"),
+            cooldown_seconds: 3_600,
+            fired_at: Timestamp::from_millis(1_795_000_000_000 + n * 1_000).expect("time"),
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            message: format!("Pacing {n} is below 80 %"),
+            gold_event_id: Id::new(),
+        },
+    )
+}
+
+pub(crate) async fn send<P: Payload>(producer: &FutureProducer, codec: &Codec, e: &Event<P>) {
+    let value = codec.encode(e).expect("encode");
+    let p = partition_for(
+        PartitionKey::Org(e.metadata.org_id),
+        P::TOPIC.spec().partitions,
+    );
+    producer
+        .send(
+            FutureRecord::to(P::TOPIC.name())
+                .partition(p)
+                .key(&e.record_key())
+                .payload(&value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+}
+
+/// Where the binary finds its peers.
+pub(crate) struct Env {
+    pub(crate) bootstrap: String,
+    pub(crate) registry: String,
+    pub(crate) database: String,
+    pub(crate) smtp: String,
+    pub(crate) secrets: std::path::PathBuf,
+    pub(crate) log: std::path::PathBuf,
+}
+
+/// Start the binary on `env`, with `extra` environment variables on top of the defaults.
+pub(crate) fn spawn_sender(env: &Env, extra: &[(&str, &str)]) -> KillOnDrop {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&env.log)
+        .expect("log");
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_notification-sender"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", &env.bootstrap)
+            .env("SCHEMA_REGISTRY_URL", &env.registry)
+            .env("NOTIFY_DATABASE_URL", &env.database)
+            .env("NOTIFY_SMTP_URL", &env.smtp)
+            .env("NOTIFY_SMTP_FROM", "adpipe <alerts@adpipe.invalid>")
+            .env("NOTIFY_SECRETS_DIR", &env.secrets)
+            .env("NOTIFY_CHANNEL_BACKOFF_MS", "50")
+            .env("NOTIFY_CHANNEL_BACKOFF_MAX_MS", "500")
+            .env("NOTIFY_REQUEST_TIMEOUT_MS", "5000")
+            .env("METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUN_REPORT_SECS", "0")
+            .env("DLQ_BREAKER_WINDOW", "0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("notification-sender starts"),
+    )
+}
+
+/// Whether `SELECT count(*) FROM <schema>.<from>` is `n` (false while the table is missing).
+pub(crate) async fn count(
+    admin: &tokio_postgres::Client,
+    schema: &str,
+    from: &str,
+    n: i64,
+) -> bool {
+    admin
+        .query_one(&format!("SELECT count(*) FROM {schema}.{from}"), &[])
+        .await
+        .is_ok_and(|r| r.get::<_, i64>(0) == n)
+}
+
+/// One call the HTTP server received.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) path: String,
+    pub(crate) key: String,
+    pub(crate) body: serde_json::Value,
+}
+
+/// What the HTTP server saw.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Hooks {
+    /// Calls still to fail with 503.
+    pub(crate) fail_next: usize,
+    /// Every call, in arrival order.
+    pub(crate) calls: Vec<Call>,
+    /// Accepted calls by Idempotency-Key (first acceptance only).
+    pub(crate) accepted: BTreeMap<String, Call>,
+    /// Keys of calls repeating an accepted key (answered 200, not accepted again).
+    pub(crate) repeated: Vec<String>,
+    /// Calls refused for a missing or wrong Authorization header.
+    pub(crate) unauthorized: usize,
+    /// The bearer secret each path requires.
+    pub(crate) bearer: HashMap<String, String>,
+}
+
+pub(crate) type SharedHooks = Arc<Mutex<Hooks>>;
+
+async fn hook(
+    State(hooks): State<SharedHooks>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    // A peer that takes a moment to answer, so the kill lands mid-delivery.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let call = Call {
+        path: uri.path().to_owned(),
+        key: header("idempotency-key").unwrap_or_default(),
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    };
+    let mut h = hooks.lock().expect("hooks");
+    h.calls.push(call.clone());
+    if h.fail_next > 0 {
+        h.fail_next -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if call.key.is_empty() || header("content-type").as_deref() != Some("application/json") {
+        return StatusCode::BAD_REQUEST;
+    }
+    let required = h.bearer.get(&call.path).map(|s| format!("Bearer {s}"));
+    if required.is_some() && header("authorization") != required {
+        h.unauthorized += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    if h.accepted.contains_key(&call.key) {
+        h.repeated.push(call.key);
+    } else {
+        h.accepted.insert(call.key.clone(), call);
+    }
+    StatusCode::OK
+}
+
+/// Start the webhook peer on a free port: it fails its first `fail_first` calls with 503 and
+/// requires `bearer` secrets per path. Returns its base URL and what it saw.
+pub(crate) async fn start_hooks(
+    fail_first: usize,
+    bearer: &[(&str, &str)],
+) -> (String, SharedHooks) {
+    let hooks: SharedHooks = Arc::new(Mutex::new(Hooks {
+        fail_next: fail_first,
+        bearer: bearer
+            .iter()
+            .map(|(p, s)| ((*p).to_owned(), (*s).to_owned()))
+            .collect(),
+        ..Hooks::default()
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/{*path}", post(hook))
+        .with_state(hooks.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (http, hooks)
+}

@@ -1,0 +1,295 @@
+//! Alerts end to end: gold aggregates that cross each built-in threshold go through the rule
+//! evaluator (in this process, on the real broker and PostgreSQL) to the
+//! `notification-sender` binary, which is killed with SIGKILL mid-delivery and restarted
+//! while the webhook fails its first two calls. Each expected alert reaches each of its org's
+//! channels once; a rule added on `config.changes` while everything runs raises its alert to
+//! the channel it names, and only that one.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use common::{Env, channel, config, count, spawn_sender, start_hooks};
+use envelope::{
+    Codec, Event,
+    payload::{
+        alerts::{Alert, AlertState},
+        common::{Comparator, Metric},
+        config::{ChannelKind, ConfigOp},
+    },
+};
+use notification_sender::key::idempotency_key;
+use rdkafka::{Message, producer::FutureProducer};
+use rule_evaluator::{
+    fixtures::{DAY, THRESHOLD_ALERTS, booked, rule, rule_change, threshold_dataset},
+    stage::{RuleEvaluator, RuleSettings},
+};
+use runtime::{
+    RuntimeArgs,
+    dedupe::Dedupe,
+    testing::{RunningStage, produce_event},
+};
+use testkit::{
+    Broker, client_config, create_stage_topics, pg::TestSchema, read_records, wait_until,
+};
+use topics::Topic;
+
+async fn alerts(bootstrap: &str, codec: &Codec) -> BTreeMap<envelope::Id, Event<Alert>> {
+    let mut out = BTreeMap::new();
+    for m in read_records(
+        bootstrap,
+        "rules.alerts.triggered",
+        usize::MAX,
+        Duration::from_secs(5),
+    )
+    .expect("read")
+    {
+        let e: Event<Alert> = codec
+            .decode(m.payload().unwrap_or_default())
+            .await
+            .expect("alerts decode");
+        out.insert(e.metadata.event_id, e);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_flaky_webhook() {
+    let broker = Broker::start_memory().expect("broker");
+    let b = broker.bootstrap();
+    create_stage_topics(
+        &b,
+        &[
+            Topic::GoldDataReady,
+            Topic::ConfigChanges,
+            Topic::RulesAlertsTriggered,
+            Topic::AuditEvents,
+        ],
+    )
+    .await
+    .expect("topics");
+    let dir = tempfile::tempdir().expect("dir");
+    let registry = schema_registry::spawn_local(dir.path())
+        .await
+        .expect("registry");
+    let codec = runtime::codec(
+        Some(&registry),
+        &[
+            Topic::GoldDataReady,
+            Topic::ConfigChanges,
+            Topic::RulesAlertsTriggered,
+        ],
+    )
+    .await
+    .expect("codec");
+    let schema = TestSchema::create("alerts_e2e").await.expect("schema");
+    let (http, hooks) = start_hooks(2, &[]).await;
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("secrets dir");
+    let env = Env {
+        bootstrap: b.clone(),
+        registry: registry.clone(),
+        database: schema.url(),
+        smtp: "smtp://127.0.0.1:1".into(),
+        secrets,
+        log: dir.path().join("notification-sender.log"),
+    };
+    let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
+    let producer: FutureProducer = client_config(&b)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+
+    // Org 1's channels: a webhook and an in-app inbox. The built-in rules name no channel,
+    // so their alerts go to both.
+    let mut sender = spawn_sender(&env, &[]);
+    for item in [
+        channel(
+            "ops-webhook",
+            ChannelKind::Webhook,
+            &format!("{http}/hook/org1"),
+            None,
+            None,
+            true,
+        ),
+        channel(
+            "ops-inbox",
+            ChannelKind::InApp,
+            "ops-team",
+            None,
+            None,
+            true,
+        ),
+    ] {
+        produce_event(&producer, &codec, &config(1, 1, ConfigOp::Upsert, item))
+            .await
+            .expect("produced");
+    }
+    wait_until(Duration::from_secs(60), "org 1's channels stored", || {
+        count(schema.admin(), schema.name(), "notify_channels", 2)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+
+    // The evaluator runs in this process for the whole test.
+    let settings = RuleSettings {
+        database_url: schema.url(),
+        database_connections: 2,
+        outbox_retention_hours: 24,
+    };
+    let evaluator = RunningStage::start(
+        RuleEvaluator::new(settings),
+        RuntimeArgs::for_tests(&b),
+        codec.clone(),
+        Dedupe::memory(100_000),
+    );
+    for e in threshold_dataset(20) {
+        produce_event(&producer, &codec, &e)
+            .await
+            .expect("produced");
+    }
+
+    // Kill the sender once the webhook accepted its first deliveries (after two refusals).
+    wait_until(Duration::from_secs(60), "two webhook deliveries", || {
+        let hooks = hooks.clone();
+        async move { hooks.lock().expect("hooks").accepted.len() >= 2 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+    sender.0.kill().expect("SIGKILL");
+    sender.0.wait().expect("reaped");
+    let _sender = spawn_sender(&env, &[]);
+
+    let expected: BTreeSet<(i64, String, String)> = THRESHOLD_ALERTS
+        .iter()
+        .map(|(o, r, c)| (*o, (*r).to_owned(), (*c).to_owned()))
+        .collect();
+    wait_until(
+        Duration::from_secs(60),
+        "five alerts on the webhook and in the inbox",
+        || {
+            let hooks = hooks.clone();
+            let admin = schema.admin();
+            let name = schema.name().to_owned();
+            async move {
+                hooks.lock().expect("hooks").accepted.len() == 5
+                    && count(admin, &name, "notify_in_app", 5).await
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+
+    // Exactly the threshold alerts, and each reached each channel under its own key.
+    let raised = alerts(&b, &codec).await;
+    let summary: BTreeSet<_> = raised
+        .values()
+        .map(|e| {
+            assert_eq!(e.payload.state, AlertState::Firing);
+            (
+                e.metadata.org_id,
+                e.payload.rule_id.clone(),
+                e.payload.campaign_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, expected, "exactly the threshold alerts");
+    let keys = |channel: &str| -> BTreeSet<String> {
+        raised
+            .values()
+            .map(|e| idempotency_key(&e.payload, channel).to_string())
+            .collect()
+    };
+    {
+        let h = hooks.lock().expect("hooks");
+        let accepted: BTreeSet<String> = h.accepted.keys().cloned().collect();
+        assert_eq!(accepted, keys("ops-webhook"), "one webhook call per alert");
+        assert!(h.calls.len() >= 7, "two refused calls, then five accepted");
+        assert!(h.accepted.values().all(|c| c.path == "/hook/org1"));
+        println!(
+            "webhook: {} calls, {} accepted, {} repeats of an accepted key",
+            h.calls.len(),
+            h.accepted.len(),
+            h.repeated.len()
+        );
+    }
+    let inbox: BTreeSet<String> = schema
+        .admin()
+        .query(
+            &format!(
+                "SELECT idempotency_key::text FROM {}.notify_in_app WHERE org_id = 1",
+                schema.name()
+            ),
+            &[],
+        )
+        .await
+        .expect("inbox")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(inbox, keys("ops-inbox"), "one in-app note per alert");
+
+    // A rule added while everything runs: its alert goes to the channel it names only.
+    produce_event(
+        &producer,
+        &codec,
+        &rule_change(
+            1,
+            1,
+            ConfigOp::Upsert,
+            rule("org1.reach", Metric::Impressions, Comparator::Gt, "5000"),
+        ),
+    )
+    .await
+    .expect("produced");
+    let stored = format!(
+        "SELECT count(*) FROM {}.rules_definitions WHERE org_id = 1",
+        schema.name()
+    );
+    wait_until(Duration::from_secs(30), "the rule stored", || {
+        let stored = stored.clone();
+        let admin = schema.admin();
+        async move {
+            admin
+                .query_one(&stored, &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+        }
+    })
+    .await
+    .expect("rule stored");
+    let mut reach = booked(1, "c-reach", DAY, 0);
+    reach.payload.impressions = 9_000;
+    produce_event(&producer, &codec, &reach)
+        .await
+        .expect("produced");
+    wait_until(Duration::from_secs(60), "the new rule's delivery", || {
+        let hooks = hooks.clone();
+        async move { hooks.lock().expect("hooks").accepted.len() == 6 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+    let raised = alerts(&b, &codec).await;
+    let new: Vec<_> = raised
+        .values()
+        .filter(|e| e.payload.rule_id == "org1.reach")
+        .collect();
+    assert_eq!(new.len(), 1, "one alert of the new rule");
+    assert!(
+        hooks
+            .lock()
+            .expect("hooks")
+            .accepted
+            .contains_key(&idempotency_key(&new[0].payload, "ops-webhook").to_string())
+    );
+    assert!(
+        count(schema.admin(), schema.name(), "notify_in_app", 5).await,
+        "the new rule names the webhook only"
+    );
+    assert_eq!(raised.len(), 6, "no other alert");
+    evaluator.stop().await.expect("the evaluator stops cleanly");
+    schema.drop().await;
+}
