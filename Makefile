@@ -49,3 +49,4 @@ bench: test-prereqs ## benchmarks, each beside a baseline measured in the same r
 	$(CARGO) bench -p envelope --bench codec
 	$(CARGO) bench -p runtime --bench throughput
 	$(CARGO) bench -p gold --bench backlog
+	$(CARGO) bench -p audit-writer --bench writer

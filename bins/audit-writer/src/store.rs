@@ -11,6 +11,10 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// The migration history table: its own name, so the audit store can share a database (and
+/// schema) with the other adpipe stores.
+pub const HISTORY_TABLE: &str = "audit_schema_history";
+
 /// Retention of the audit trail, per the spec's topic table.
 pub const RETENTION_DAYS: i64 = 90;
 
@@ -152,6 +156,78 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// The batch insert: one array parameter per column, unnested into rows.
+const INSERT_BATCH: &str = "INSERT INTO audit_events (event_id, org_id, occurred_at, action, \
+     category, outcome, actor_type, actor_id, actor_display_name, entity_type, entity_id, \
+     entity_name, reason, before_state, after_state, details, correlation_id, causation_id, \
+     source_service, source_instance, event_version) \
+     SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+     $13::text[], $14::jsonb[], $15::jsonb[], $16::jsonb[], $17::uuid[], $18::uuid[], \
+     $19::text[], $20::text[], $21::text[]) \
+     ON CONFLICT (event_id) DO NOTHING";
+
+/// A batch by column, as [`INSERT_BATCH`] takes it.
+#[derive(Default)]
+struct Columns {
+    event_id: Vec<uuid::Uuid>,
+    org_id: Vec<i64>,
+    occurred_at: Vec<DateTime<Utc>>,
+    action: Vec<String>,
+    category: Vec<&'static str>,
+    outcome: Vec<&'static str>,
+    actor_type: Vec<&'static str>,
+    actor_id: Vec<String>,
+    actor_display_name: Vec<Option<String>>,
+    entity_type: Vec<&'static str>,
+    entity_id: Vec<String>,
+    entity_name: Vec<Option<String>>,
+    reason: Vec<Option<String>>,
+    before: Vec<Option<Value>>,
+    after: Vec<Option<Value>>,
+    details: Vec<Value>,
+    correlation_id: Vec<uuid::Uuid>,
+    causation_id: Vec<Option<uuid::Uuid>>,
+    source_service: Vec<String>,
+    source_instance: Vec<String>,
+    event_version: Vec<String>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            event_id: Vec::with_capacity(n),
+            ..Columns::default()
+        }
+    }
+
+    fn push(&mut self, e: &Event<AuditEvent>) {
+        let (m, p) = (&e.metadata, &e.payload);
+        self.event_id.push(m.event_id.0);
+        self.org_id.push(m.org_id);
+        self.occurred_at.push(p.occurred_at.0);
+        self.action.push(p.action.clone());
+        self.category.push(p.category.as_str());
+        self.outcome.push(p.outcome.as_str());
+        self.actor_type.push(p.actor.actor_type.as_str());
+        self.actor_id.push(p.actor.actor_id.clone());
+        self.actor_display_name.push(p.actor.display_name.clone());
+        self.entity_type.push(p.entity.entity_type.as_str());
+        self.entity_id.push(p.entity.entity_id.clone());
+        self.entity_name.push(p.entity.name.clone());
+        self.reason.push(p.reason.clone());
+        self.before.push(json_or_null(p.before.as_deref()));
+        self.after.push(json_or_null(p.after.as_deref()));
+        self.details
+            .push(serde_json::to_value(&p.details).unwrap_or(Value::Null));
+        self.correlation_id.push(m.correlation_id.0);
+        self.causation_id.push(m.causation_id.map(|c| c.0));
+        self.source_service.push(m.source.service.clone());
+        self.source_instance.push(m.source.instance.clone());
+        self.event_version.push(m.event_version.clone());
+    }
+}
+
 /// The audit store.
 #[derive(Debug)]
 pub struct AuditStore {
@@ -179,59 +255,61 @@ impl AuditStore {
     /// Apply the embedded migrations (idempotent).
     pub async fn migrate(&mut self) -> Result<(), StoreError> {
         embedded::migrations::runner()
+            .set_migration_table_name(HISTORY_TABLE)
             .run_async(&mut self.client)
             .await
             .map(|_| ())
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
-    /// Insert a batch in one transaction; rows whose `event_id` exists are skipped. Returns the
-    /// number of new rows. The caller commits the batch's offsets only after this returns.
-    pub async fn insert_batch(&mut self, events: &[Event<AuditEvent>]) -> Result<u64, StoreError> {
-        let tx = self.client.transaction().await?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO audit_events (event_id, org_id, occurred_at, action, category, outcome, \
-                 actor_type, actor_id, actor_display_name, entity_type, entity_id, entity_name, \
-                 reason, before_state, after_state, details, correlation_id, causation_id, \
-                 source_service, source_instance, event_version) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) \
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .await?;
-        let mut inserted = 0;
-        for e in events {
-            let (m, p) = (&e.metadata, &e.payload);
-            let details = serde_json::to_value(&p.details).unwrap_or(Value::Null);
-            let before = json_or_null(p.before.as_deref());
-            let after = json_or_null(p.after.as_deref());
-            let params: [&(dyn ToSql + Sync); 21] = [
-                &m.event_id.0,
-                &m.org_id,
-                &p.occurred_at.0,
-                &p.action,
-                &p.category.as_str(),
-                &p.outcome.as_str(),
-                &p.actor.actor_type.as_str(),
-                &p.actor.actor_id,
-                &p.actor.display_name,
-                &p.entity.entity_type.as_str(),
-                &p.entity.entity_id,
-                &p.entity.name,
-                &p.reason,
-                &before,
-                &after,
-                &details,
-                &m.correlation_id.0,
-                &m.causation_id.map(|c| c.0),
-                &m.source.service,
-                &m.source.instance,
-                &m.event_version,
-            ];
-            inserted += tx.execute(&stmt, &params).await?;
+    /// Insert a batch as one statement (one transaction: all rows or none), a multi-row
+    /// `INSERT … SELECT FROM UNNEST(…)` whatever the batch size; rows whose `event_id` is
+    /// stored already, or repeated within the batch, are skipped (`ON CONFLICT (event_id) DO
+    /// NOTHING`). Returns the number of new rows. The caller completes the batch's records
+    /// (and so lets their offsets be committed) only after this returns.
+    pub async fn insert_batch(&self, events: &[Event<AuditEvent>]) -> Result<u64, StoreError> {
+        let mut seen = std::collections::HashSet::with_capacity(events.len());
+        let events: Vec<&Event<AuditEvent>> = events
+            .iter()
+            .filter(|e| seen.insert(e.metadata.event_id))
+            .collect();
+        if events.is_empty() {
+            return Ok(0);
         }
-        tx.commit().await?;
-        Ok(inserted)
+        let n = events.len();
+        let mut c = Columns::with_capacity(n);
+        for e in events {
+            c.push(e);
+        }
+        let params: [&(dyn ToSql + Sync); 21] = [
+            &c.event_id,
+            &c.org_id,
+            &c.occurred_at,
+            &c.action,
+            &c.category,
+            &c.outcome,
+            &c.actor_type,
+            &c.actor_id,
+            &c.actor_display_name,
+            &c.entity_type,
+            &c.entity_id,
+            &c.entity_name,
+            &c.reason,
+            &c.before,
+            &c.after,
+            &c.details,
+            &c.correlation_id,
+            &c.causation_id,
+            &c.source_service,
+            &c.source_instance,
+            &c.event_version,
+        ];
+        Ok(self.client.execute(INSERT_BATCH, &params).await?)
+    }
+
+    /// Whether the connection is gone (the caller connects again).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 
     /// Rows matching `q`, newest first.

@@ -64,6 +64,10 @@ async fn batches_are_idempotent_by_event_id() {
     mixed.push(event(1, "u1", "b1", T0 + 10));
     assert_eq!(store.insert_batch(&mixed).await.expect("mixed"), 1);
     assert_eq!(store.count().await.expect("count"), 6);
+    // The same event twice within one batch is one row.
+    let twice = vec![event(1, "u1", "b1", T0 + 20); 2];
+    assert_eq!(store.insert_batch(&twice).await.expect("twice"), 1);
+    assert_eq!(store.count().await.expect("count"), 7);
     // Migrations run twice are harmless.
     store.migrate().await.expect("migrate again");
     schema.drop().await;
@@ -71,7 +75,7 @@ async fn batches_are_idempotent_by_event_id() {
 
 #[tokio::test]
 async fn queries_are_org_scoped_and_filter() {
-    let (mut store, schema) = store().await;
+    let (store, schema) = store().await;
     let mut events = vec![
         event(1, "alice", "b1", T0),
         event(1, "bob", "b1", T0 + 1000),
@@ -130,7 +134,7 @@ async fn queries_are_org_scoped_and_filter() {
 
 #[tokio::test]
 async fn retention_deletes_only_old_rows_in_batches() {
-    let (mut store, schema) = store().await;
+    let (store, schema) = store().await;
     let events: Vec<_> = (0..7)
         .map(|i| event(1, "u", "e", T0 + i * 86_400_000))
         .collect();

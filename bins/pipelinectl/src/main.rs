@@ -1,6 +1,8 @@
 //! `pipelinectl`: adpipe's operator tool. Topics and schemas as code: create what
-//! `topic-config.yaml` and `schemas/` describe, and show where a broker or registry drifted.
+//! `topic-config.yaml` and `schemas/` describe, and show where a broker or registry drifted;
+//! query and prune the audit trail.
 
+mod audit_cmd;
 mod output;
 mod schemas_cmd;
 mod topics_cmd;
@@ -11,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use topics::TopicConfig;
 
-/// Operate an adpipe deployment: topics, schemas.
+/// Operate an adpipe deployment: topics, schemas, the audit trail.
 ///
 /// Exit codes: 0 success (and, for diff/check, no drift), 1 drift or incompatibility found,
 /// 2 an error (broker or registry unreachable, invalid configuration).
@@ -103,6 +105,8 @@ enum Command {
     /// Schemas of schemas/ in the schema registry.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// The audit trail in the audit store (PostgreSQL).
+    Audit(audit_cmd::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +150,7 @@ async fn main() -> ExitCode {
         Command::Topics(TopicsCommand::Diff) => topics_cmd::diff(&cli.global).await,
         Command::Schemas(SchemasCommand::Register) => schemas_cmd::register(&cli.global).await,
         Command::Schemas(SchemasCommand::Check) => schemas_cmd::check(&cli.global).await,
+        Command::Audit(args) => audit_cmd::run(&cli.global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

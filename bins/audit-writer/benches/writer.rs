@@ -1,0 +1,196 @@
+//! The audit writer working through a backlog, on a real Tansu broker, the project's
+//! registry and the local PostgreSQL: rows/s from the first record consumed to the last
+//! batch committed, beside a baseline measured in the same run on the same database — a
+//! plain batched insert of the same rows (500 per multi-row `INSERT … UNNEST … ON CONFLICT
+//! DO NOTHING` statement, one connection, events already decoded in memory, no Kafka).
+//!
+//! `cargo bench -p audit-writer --bench writer` (`make bench`); `BENCH_ROWS` sets the backlog
+//! (default 100,000 events). The writer runs with its defaults (batches of 500, 20 ms linger,
+//! 500 records per partition in flight) and Redis for event_id dedupe, as in production.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use audit_writer::store::AuditStore;
+use envelope::{
+    Codec, Event, RegistryClient, Source, Timestamp,
+    payload::{
+        audit::{AuditCategory, AuditEvent, Outcome},
+        common::{Actor, ActorType, EntityRef, EntityType},
+    },
+};
+use testkit::{Broker, bench::fill, counter_total, create_stage_topics, free_port, pg::TestSchema};
+use topics::{PartitionKey, Topic, partition_for};
+
+/// One audit event of org `i % 50`, in the shape stages emit (a data decision with details).
+fn event(i: usize) -> Event<AuditEvent> {
+    let org = (i % 50 + 1) as i64;
+    let details = [
+        ("stage".to_owned(), "silver-processor".to_owned()),
+        ("request_id".to_owned(), format!("req-{}", i / 100)),
+    ]
+    .into();
+    Event::new(
+        org,
+        Source {
+            service: "silver-processor".into(),
+            instance: "bench".into(),
+        },
+        AuditEvent {
+            action: "row.quarantined".into(),
+            category: AuditCategory::Data,
+            actor: Actor {
+                actor_type: ActorType::Service,
+                actor_id: "silver-processor".into(),
+                display_name: None,
+            },
+            entity: EntityRef {
+                entity_type: EntityType::LineItem,
+                entity_id: format!("li-{}", i % 5_000),
+                name: None,
+            },
+            outcome: Outcome::Success,
+            occurred_at: Timestamp::now(),
+            reason: Some("quality score 40 below 60".into()),
+            before: None,
+            after: Some(format!(r#"{{"score":40,"row":{i}}}"#)),
+            details,
+        },
+    )
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The baseline: the same rows inserted in batches of 500 on one connection.
+async fn baseline(events: &[Event<AuditEvent>]) -> Duration {
+    let schema = TestSchema::create("audit_bench_base")
+        .await
+        .expect("schema");
+    let mut store = AuditStore::connect(&schema.url()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let start = Instant::now();
+    for chunk in events.chunks(500) {
+        store.insert_batch(chunk).await.expect("insert");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(store.count().await.expect("count"), events.len() as i64);
+    schema.drop().await;
+    elapsed
+}
+
+/// The audit-writer binary on the backlog already in audit.events.
+async fn writer(b: &str, registry: &str, rows: usize, log: &std::path::Path) -> Duration {
+    let schema = TestSchema::create("audit_bench").await.expect("schema");
+    let port = free_port().expect("port");
+    let log = std::fs::File::create(log).expect("log");
+    let _writer = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_audit-writer"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", b)
+            .env("SCHEMA_REGISTRY_URL", registry)
+            .env("AUDIT_DATABASE_URL", schema.url())
+            .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUN_REPORT_SECS", "0")
+            .env("REDIS_URL", "redis://127.0.0.1:6379")
+            .env("DEDUPE_TTL_SECS", "600")
+            .env("LOG_FORMAT", "json")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("audit-writer starts"),
+    );
+    let count = move |name: &'static str| {
+        tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
+    };
+    // Timed from the first record in (start-up, migrations and group join excluded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(runtime::metrics::MESSAGES_IN).await.unwrap_or(0.0) == 0.0 {
+        assert!(Instant::now() < deadline, "the writer never consumed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let done = count(runtime::metrics::PROCESSED).await.unwrap_or(0.0);
+        if done >= rows as f64 {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  audit-writer: {done:.0} of {rows} events");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = start.elapsed();
+    let store = AuditStore::connect(&schema.url()).await.expect("connect");
+    assert_eq!(store.count().await.expect("count"), rows as i64);
+    schema.drop().await;
+    elapsed
+}
+
+fn main() {
+    let rows: usize = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let broker = Broker::start_memory().expect("broker");
+        let b = broker.bootstrap();
+        create_stage_topics(&b, &[Topic::AuditEvents])
+            .await
+            .expect("topics");
+        let dir = tempfile::tempdir().expect("dir");
+        let registry = schema_registry::spawn_local(dir.path())
+            .await
+            .expect("registry");
+        let codec = Arc::new(Codec::new(
+            RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
+        ));
+        codec.register(Topic::AuditEvents).await.expect("register");
+        let events: Vec<_> = (0..rows).map(event).collect();
+        let partitions = Topic::AuditEvents.spec().partitions;
+        let records: Vec<(i32, String, Vec<u8>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    partition_for(PartitionKey::Org(e.metadata.org_id), partitions),
+                    e.record_key(),
+                    codec.encode(e).expect("encode"),
+                )
+            })
+            .collect();
+        eprintln!("filling audit.events with {rows} events...");
+        fill(&b, "audit.events", &records).await;
+
+        eprintln!("baseline: batched inserts...");
+        let base = baseline(&events).await;
+        eprintln!("audit-writer on the backlog...");
+        let log = dir.path().join("audit-writer.log");
+        let writer = writer(&b, &registry, rows, &log).await;
+
+        let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+        println!(
+            "audit-writer on a backlog (6 partitions, Tansu in memory, local PostgreSQL, one run)"
+        );
+        println!(
+            "{rows:>7} events: audit-writer {:>7.0} rows/s, plain batched insert {:>7.0} rows/s \
+             (audit-writer at {:.1} %)",
+            rate(writer),
+            rate(base),
+            100.0 * rate(writer) / rate(base)
+        );
+    });
+}
