@@ -14,6 +14,7 @@ COLUMNS = [
     ("deduplicated", "adpipe_events_deduplicated_total"),
     ("quarantined", "adpipe_rows_quarantined_total"),
     ("produced", "adpipe_records_produced_total"),
+    ("notified", "adpipe_notifications_sent_total"),
     ("lag", "kafka_consumer_lag"),
 ]
 
@@ -42,20 +43,20 @@ _last = {}
 
 
 def render(stages):
-    head = f"{'stage':<8}{'per second':>12}" + "".join(f"{c:>15}" for c, _ in COLUMNS)
+    head = f"{'stage':<20}{'per second':>12}" + "".join(f"{c:>15}" for c, _ in COLUMNS)
     lines = [time.strftime("adpipe demo — %H:%M:%S (Ctrl-C stops the stages)"), "", head]
     now = time.monotonic()
     for name, port in stages:
         m = scrape(port)
         if m is None:
-            lines.append(f"{name:<8}{'(not answering on :' + str(port) + ')':>30}")
+            lines.append(f"{name:<20}{'(not answering on :' + str(port) + ')':>30}")
             continue
         done = m.get(PROCESSED, 0.0)
         before = _last.get(name)
         rate = (done - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
         _last[name] = (now, done)
         lines.append(
-            f"{name:<8}{rate:>12.1f}" + "".join(f"{int(m.get(k, 0)):>15}" for _, k in COLUMNS)
+            f"{name:<20}{rate:>12.1f}" + "".join(f"{int(m.get(k, 0)):>15}" for _, k in COLUMNS)
         )
     return "\n".join(lines)
 

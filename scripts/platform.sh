@@ -4,8 +4,9 @@
 #
 #   scripts/platform.sh up|down|status|demo
 #
-# `demo` brings the platform up, starts every stage that runs today (bronze, silver, gold)
-# with Redis dedupe and gold's state in PostgreSQL, feeds them from the connector's
+# `demo` brings the platform up, starts every stage (bronze, silver, gold, rule-evaluator,
+# notification-sender, audit-writer) with Redis dedupe and their state in PostgreSQL, feeds
+# them from the connector's
 # simulator and shows what flows until Ctrl-C, which stops the stages (`make down` stops
 # the platform).
 #
@@ -17,6 +18,7 @@
 #                            --durable)                                      (default memory://tansu/)
 #   ADPIPE_SKIP_SERVICE_CHECKS=1   do not require Redis and PostgreSQL
 #   ADPIPE_DEMO_METRICS_PORT first of the demo stages' /metrics ports (default 9181)
+#   ADPIPE_DATABASE_URL      the stages' PostgreSQL (default host=127.0.0.1 user=postgres dbname=postgres)
 #   ADPIPE_DEMO_ORGS, ADPIPE_DEMO_DAYS, ADPIPE_DEMO_RATE   the simulated traffic
 #                            (defaults 5 orgs, 14 days, 20 rows/s; the simulator repeats its
 #                            reports, as connectors re-pull them, and bronze drops the repeats)
@@ -170,8 +172,10 @@ status() {
   return $rc
 }
 
-demo_stages=(bronze silver gold)
+demo_stages=(bronze silver gold rule-evaluator notification-sender audit-writer)
 demo_port=${ADPIPE_DEMO_METRICS_PORT:-9181}
+# Every stage keeps its tables (prefixed gold_, rules_, notify_, audit_) in one database.
+database_url=${ADPIPE_DATABASE_URL:-host=127.0.0.1 user=postgres dbname=postgres}
 
 healthy() { python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1/healthz', timeout=1)"; }
 
@@ -183,7 +187,7 @@ demo_stop() {
 demo() {
   up
   say "demo: building the stages..."
-  cargo build --quiet --bin connector --bin bronze --bin silver --bin gold
+  cargo build --quiet --bin connector $(printf -- '--bin %s ' "${demo_stages[@]}")
   local i=0 view=()
   for name in "${demo_stages[@]}"; do
     local port=$((demo_port + i)); i=$((i + 1))
@@ -192,7 +196,8 @@ demo() {
       start "$name" env KAFKA_BOOTSTRAP_SERVERS="$bootstrap" SCHEMA_REGISTRY_URL="$registry_url" \
         REDIS_URL=redis://127.0.0.1:6379 METRICS_LISTEN="127.0.0.1:$port" LOG_FORMAT=json \
         RUN_REPORT_SECS=10 GOLD_FLUSH_INTERVAL_SECS=30 SHUTDOWN_GRACE_SECS=8 \
-        GOLD_DATABASE_URL="${GOLD_DATABASE_URL:-host=127.0.0.1 user=postgres dbname=postgres}" \
+        GOLD_DATABASE_URL="$database_url" RULES_DATABASE_URL="$database_url" \
+        NOTIFY_DATABASE_URL="$database_url" AUDIT_DATABASE_URL="$database_url" \
         "$root/target/debug/$name"
     fi
     view+=("$name=$port")
