@@ -18,15 +18,23 @@
 #                            --durable)                                      (default memory://tansu/)
 #   ADPIPE_SKIP_SERVICE_CHECKS=1   do not require Redis and PostgreSQL
 #   ADPIPE_DEMO_METRICS_PORT first of the demo stages' /metrics ports (default 9181)
-#   ADPIPE_DATABASE_URL      the stages' PostgreSQL (default host=127.0.0.1 user=postgres dbname=postgres)
+#   ADPIPE_DEMO_DATABASE     the stages' PostgreSQL, a libpq connection string (default
+#                            host=127.0.0.1 user=postgres dbname=postgres)
+#   ADPIPE_DEMO_SCHEMA       the PostgreSQL schema the demo's stages keep their state in
+#                            (default adpipe_demo); emptied whenever the demo starts a fresh
+#                            in-memory broker, whose offsets start again at 0
+#   ADPIPE_DEMO_SECONDS      stop the demo after this many seconds (default: run until Ctrl-C)
+#   ADPIPE_RUN_DIR           pid files and logs (default .local/run)
+#   ADPIPE_REGISTRY_DATA     the registry's state file (default .local/schema-registry/registry.json)
 #   ADPIPE_DEMO_ORGS, ADPIPE_DEMO_DAYS, ADPIPE_DEMO_RATE   the simulated traffic
 #                            (defaults 5 orgs, 14 days, 20 rows/s; the simulator repeats its
 #                            reports, as connectors re-pull them, and bronze drops the repeats)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-run=.local/run
+run=${ADPIPE_RUN_DIR:-.local/run}
 mkdir -p "$run"
+registry_data=${ADPIPE_REGISTRY_DATA:-$root/.local/schema-registry/registry.json}
 
 broker_port=${ADPIPE_BROKER_PORT:-9092}
 registry_port=${ADPIPE_REGISTRY_PORT:-8081}
@@ -107,12 +115,13 @@ up() {
     start broker "$root/$bin" broker --listener-url "tcp://$bootstrap" \
       --advertised-listener-url "tcp://$bootstrap" --storage-engine "$storage"
     say "platform: broker starting on $bootstrap (storage $storage)"
+    [[ $storage == memory://* ]] && fresh_broker=1
   fi
   if alive registry; then
     say "platform: schema registry already running (pid $(cat $run/registry.pid)) on $registry_url"
   else
     start registry "$root/target/debug/schema-registry" --listen "127.0.0.1:$registry_port" \
-      --data-file "$root/.local/schema-registry/registry.json"
+      --data-file "$registry_data"
     say "platform: schema registry starting on $registry_url"
   fi
   wait_for broker 60 broker_ready
@@ -174,8 +183,23 @@ status() {
 
 demo_stages=(bronze silver gold rule-evaluator notification-sender audit-writer)
 demo_port=${ADPIPE_DEMO_METRICS_PORT:-9181}
-# Every stage keeps its tables (prefixed gold_, rules_, notify_, audit_) in one database.
-database_url=${ADPIPE_DATABASE_URL:-host=127.0.0.1 user=postgres dbname=postgres}
+# Every stage keeps its tables (prefixed gold_, rules_, notify_, audit_) in one schema.
+demo_database=${ADPIPE_DEMO_DATABASE:-host=127.0.0.1 user=postgres dbname=postgres}
+demo_schema=${ADPIPE_DEMO_SCHEMA:-adpipe_demo}
+database_url="$demo_database options='-c search_path=$demo_schema'"
+fresh_broker=0
+
+# The stages' state reflects the broker's offsets: a fresh in-memory broker starts them at 0
+# again, so the state of an earlier run must go (or gold would take new records for replays).
+demo_schema_ready() {
+  command -v psql >/dev/null || die "the demo needs psql (Debian: apt-get install postgresql-client)"
+  local sql="CREATE SCHEMA IF NOT EXISTS \"$demo_schema\""
+  if ((fresh_broker)); then
+    sql="DROP SCHEMA IF EXISTS \"$demo_schema\" CASCADE; $sql"
+    say "demo: fresh broker, so a fresh state schema $demo_schema"
+  fi
+  psql "$demo_database" -q -v ON_ERROR_STOP=1 -c "$sql" >/dev/null
+}
 
 healthy() { python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1/healthz', timeout=1)"; }
 
@@ -186,6 +210,7 @@ demo_stop() {
 
 demo() {
   up
+  demo_schema_ready
   say "demo: building the stages..."
   cargo build --quiet --bin connector $(printf -- '--bin %s ' "${demo_stages[@]}")
   local i=0 view=()
@@ -213,7 +238,8 @@ demo() {
   fi
   # Ctrl-C ends the view; then the stages are stopped once.
   trap ':' INT TERM
-  python3 scripts/demo-view.py "${view[@]}" || true
+  DEMO_DATABASE="$database_url" python3 scripts/demo-view.py "${view[@]}" \
+    ${ADPIPE_DEMO_SECONDS:+--seconds "$ADPIPE_DEMO_SECONDS"} || true
   trap - INT TERM
   demo_stop
 }

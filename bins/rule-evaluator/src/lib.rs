@@ -4,6 +4,7 @@
 //! [`store`].
 
 pub mod fixtures;
+pub mod metrics;
 pub mod rules;
 pub mod stage;
 pub mod store;

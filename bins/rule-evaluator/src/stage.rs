@@ -32,6 +32,7 @@ use runtime::{Input, Outputs, Position, ProcessError, Processor, Tick};
 use topics::{ConsumerGroup, Topic};
 
 use crate::{
+    metrics::RuleMetrics,
     rules::{EntityKey, Rule, default_rules},
     store::{Applied, RuleStore, StoredRule},
 };
@@ -89,13 +90,18 @@ impl Input for RuleInput {
 pub struct RuleEvaluator {
     settings: RuleSettings,
     store: RuleStore,
+    metrics: RuleMetrics,
 }
 
 impl RuleEvaluator {
     /// The evaluator on `settings`; the store is migrated by [`Processor::start`].
     pub fn new(settings: RuleSettings) -> RuleEvaluator {
         let store = RuleStore::new(&settings.database_url, settings.database_connections);
-        RuleEvaluator { settings, store }
+        RuleEvaluator {
+            settings,
+            store,
+            metrics: RuleMetrics::default(),
+        }
     }
 
     async fn on_aggregate(
@@ -133,6 +139,8 @@ impl RuleEvaluator {
                 "alert {}",
                 if alert.state == AlertState::Firing { "fired" } else { "resolved" }
             );
+            self.metrics
+                .count(alert.state.as_str(), alert.severity.as_str());
             out.emit(alert)?;
         }
         Ok(())
@@ -229,6 +237,10 @@ impl Processor for RuleEvaluator {
             RuleInput::Aggregate(e) => self.on_aggregate(e, out).await,
             RuleInput::Config(e) => self.on_config(e, out).await,
         }
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 
     fn tick_interval(&self) -> Option<Duration> {

@@ -296,6 +296,15 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         2,
         "one config.applied audit event per stored rule"
     );
+    let port = stage.metrics_port();
+    let counted =
+        tokio::task::spawn_blocking(move || counter_total(port, rule_evaluator::metrics::ALERTS))
+            .await
+            .expect("metrics");
+    assert!(
+        counted.is_some_and(|n| n >= 2.0),
+        "the second run counted at least the resolve and the new rule's alert: {counted:?}"
+    );
     assert!(stage.exited().is_none(), "the evaluator keeps running");
     schema.drop().await;
 }
