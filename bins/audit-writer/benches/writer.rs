@@ -6,7 +6,10 @@
 //!
 //! `cargo bench -p audit-writer --bench writer` (`make bench`); `BENCH_ROWS` sets the backlog
 //! (default 100,000 events). The writer runs with its defaults (batches of 500, 20 ms linger,
-//! 500 records per partition in flight) and Redis for event_id dedupe, as in production.
+//! 500 records per partition in flight) and `REDIS_URL` set, as in production — which the
+//! audit writer does not use: its table is keyed by event_id (`Processor::DEDUPE` is off).
+//! With the runtime's Redis dedupe on, the same run measured 9,449 rows/s (13.2 % of the
+//! baseline); off, 35,701 rows/s (52.6 %): two Redis round trips per record were the limit.
 
 use std::{
     process::{Child, Command, Stdio},

@@ -148,6 +148,8 @@ pub async fn prune(store: &AuditStore, retention_days: i64, batch: i64) -> Resul
 impl Processor for AuditWriter {
     type Input = Event<AuditEvent>;
     const GROUP: ConsumerGroup = ConsumerGroup::AuditWriter;
+    // A redelivered event is a no-op in the table (ON CONFLICT (event_id) DO NOTHING).
+    const DEDUPE: bool = false;
 
     fn outputs() -> Vec<Topic> {
         Vec::new()

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use envelope::{Event, Timestamp, payload::audit::AuditEvent};
+pub use pgstore::StoreError;
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls, types::ToSql};
 
@@ -17,46 +18,6 @@ pub const HISTORY_TABLE: &str = "audit_schema_history";
 
 /// Retention of the audit trail, per the spec's topic table.
 pub const RETENTION_DAYS: i64 = 90;
-
-/// A store operation that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// PostgreSQL could not be reached or the connection broke (retryable).
-    #[error("audit store unavailable: {0}")]
-    Unavailable(String),
-    /// Migrations failed (a schema problem; not retryable as is).
-    #[error("audit store migration failed: {0}")]
-    Migration(String),
-    /// A statement failed for another reason.
-    #[error("audit store query failed: {0}")]
-    Query(String),
-}
-
-impl StoreError {
-    /// Stable code for logs and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            StoreError::Unavailable(_) => "AUDIT_STORE_UNAVAILABLE",
-            StoreError::Migration(_) => "AUDIT_STORE_MIGRATION",
-            StoreError::Query(_) => "AUDIT_STORE_QUERY",
-        }
-    }
-
-    /// Whether retrying later can succeed.
-    pub fn retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if e.is_closed() || e.as_db_error().is_none() {
-            StoreError::Unavailable(e.to_string())
-        } else {
-            StoreError::Query(e.to_string())
-        }
-    }
-}
 
 /// Why an audit event is refused (it goes to the DLQ with this reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

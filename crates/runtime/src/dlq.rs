@@ -23,6 +23,45 @@ pub mod headers {
     pub const FIRST_FAILURE: &str = "dlq.first.failure";
     /// Last failure, RFC 3339.
     pub const LAST_FAILURE: &str = "dlq.last.failure";
+    /// How many times the record was replayed from a DLQ (`pipelinectl dlq replay` sets it on
+    /// the records it replays; the runtime carries it from an input into its dead letter, so
+    /// a record that keeps failing is replayed a bounded number of times). Not a `dlq.*`
+    /// header: it travels with the record.
+    pub const REPLAY_COUNT: &str = "adpipe.replay.count";
+}
+
+/// Headers an input record carries into its dead letter, unchanged: its CloudEvents
+/// attributes, correlation id and trace (so `pipelinectl trace` finds it and a replay sends
+/// them on), and the loop guard's replay count.
+pub const CARRIED: &[&str] = &[
+    "ce_specversion",
+    "ce_id",
+    "ce_type",
+    "ce_source",
+    "ce_time",
+    "correlation_id",
+    "traceparent",
+    headers::REPLAY_COUNT,
+];
+
+/// The [`CARRIED`] headers among an input record's `(name, value)` headers (the first of
+/// each name; values as UTF-8, lossily).
+pub fn carried<'a>(
+    input: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for (name, value) in input {
+        let Some(wanted) = CARRIED.iter().find(|c| **c == name) else {
+            continue;
+        };
+        if out.iter().any(|(n, _)| n == wanted) {
+            continue;
+        }
+        if let Some(v) = value {
+            out.push((wanted, String::from_utf8_lossy(v).into_owned()));
+        }
+    }
+    out
 }
 
 /// Why and where a record failed.
@@ -64,4 +103,30 @@ pub fn dlq_headers(
         (headers::FIRST_FAILURE, failure.first.clone()),
         (headers::LAST_FAILURE, failure.last.clone()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_events_headers_and_replay_count_are_carried_not_its_dlq_headers() {
+        let input: Vec<(&str, Option<&[u8]>)> = vec![
+            ("traceparent", Some(b"00-abc".as_slice())),
+            (headers::REPLAY_COUNT, Some(b"2".as_slice())),
+            (headers::REPLAY_COUNT, Some(b"9".as_slice())),
+            (headers::ERROR_CODE, Some(b"X".as_slice())),
+            ("correlation_id", Some(b"c-1".as_slice())),
+            ("x-other", Some(b"y".as_slice())),
+        ];
+        assert_eq!(
+            carried(input),
+            vec![
+                ("traceparent", "00-abc".to_owned()),
+                (headers::REPLAY_COUNT, "2".to_owned()),
+                ("correlation_id", "c-1".to_owned()),
+            ]
+        );
+        assert!(carried(Vec::<(&str, Option<&[u8]>)>::new()).is_empty());
+    }
 }

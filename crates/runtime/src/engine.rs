@@ -21,7 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use rdkafka::{
     ClientConfig, Message, Offset,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    message::{Header, OwnedHeaders, OwnedMessage},
+    message::{Header, Headers, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
 };
 use tokio::{sync::mpsc, task::JoinSet};
@@ -528,7 +528,7 @@ async fn complete<P: Processor>(
     // `in_transaction`); they take effect when it commits.
     if shared.txn.is_none() {
         if let Some(id) = c.mark {
-            for id in c.keys.iter().copied().chain([id]) {
+            for id in c.keys.iter().copied().chain(P::DEDUPE.then_some(id)) {
                 if let Err(e) = shared.dedupe.mark(id).await {
                     shared.metrics.dedupe_unavailable.inc();
                     tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
@@ -674,12 +674,16 @@ async fn prepare<P: Processor>(
         // The event's span is attached to the futures that run for it, never entered across
         // an await: a guard held over an await leaks into other tasks on the thread.
         let span = tracing::info_span!("event", event_id = %meta.event_id, correlation_id = %meta.correlation_id, org_id = meta.org_id);
-        match shared
-            .dedupe
-            .seen(meta.event_id)
-            .instrument(span.clone())
-            .await
-        {
+        let seen = if P::DEDUPE {
+            shared
+                .dedupe
+                .seen(meta.event_id)
+                .instrument(span.clone())
+                .await
+        } else {
+            Ok(false)
+        };
+        match seen {
             Ok(true) => {
                 shared.metrics.deduplicated.get_or_create(&l(&msg)).inc();
                 let c = completion(None, &msg);
@@ -866,7 +870,7 @@ async fn dead_letter<P: Processor>(
     let group = P::GROUP.name();
     let dlq = topics::TopicConfig::embedded().dlq_name(msg.topic());
     let timestamp = msg.timestamp().to_millis();
-    let headers = dlq_headers(
+    let mut headers = dlq_headers(
         &failure,
         group,
         msg.topic(),
@@ -874,6 +878,11 @@ async fn dead_letter<P: Processor>(
         msg.offset(),
         timestamp,
     );
+    // The input's CloudEvents headers and the loop guard's replay count travel into its
+    // dead letter (`dlq::CARRIED`).
+    if let Some(h) = msg.headers() {
+        headers.extend(crate::dlq::carried(h.iter().map(|h| (h.key, h.value))));
+    }
     tracing::warn!(code = %failure.code, error = %failure.message, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-lettering record");
     let mut attempt = 0;
     loop {

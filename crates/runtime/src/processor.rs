@@ -151,6 +151,12 @@ pub trait Processor: Send + Sync + 'static {
     /// The consumer group (from topic-config.yaml).
     const GROUP: ConsumerGroup;
 
+    /// Whether the runtime skips events whose `event_id` this stage already processed (Redis
+    /// or in memory). A stage whose own store is keyed by `event_id` (the audit writer's
+    /// table) turns it off: a redelivery is a no-op there anyway, and each record saves two
+    /// round trips to the dedupe store.
+    const DEDUPE: bool = true;
+
     /// Topics the stage produces (their schemas are registered at start).
     fn outputs() -> Vec<Topic>;
 
