@@ -3,15 +3,17 @@
 //! query and prune the audit trail.
 
 mod audit_cmd;
+mod dlq_cmd;
 mod output;
 mod schemas_cmd;
+mod status_cmd;
 mod topics_cmd;
+mod trace_cmd;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use topics::TopicConfig;
+use pipelinectl::Global;
 
 /// Operate an adpipe deployment: topics, schemas, the audit trail.
 ///
@@ -26,77 +28,6 @@ struct Cli {
     command: Command,
 }
 
-/// Settings every command shares.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Global {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    pub(crate) bootstrap_servers: String,
-    /// Schema registry URL (defaults to topic-config.yaml's `schema_registry.url`).
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", global = true)]
-    pub(crate) schema_registry_url: Option<String>,
-    /// Schema registry basic auth as `user:password`.
-    #[arg(
-        long,
-        env = "SCHEMA_REGISTRY_BASIC_AUTH",
-        hide_env_values = true,
-        global = true
-    )]
-    pub(crate) schema_registry_basic_auth: Option<String>,
-    /// A topic-config.yaml to use instead of the one built in.
-    #[arg(long, env = "ADPIPE_TOPIC_CONFIG", global = true)]
-    pub(crate) topic_config: Option<PathBuf>,
-    /// How long to wait for the broker or registry before giving up, in seconds.
-    #[arg(
-        long,
-        env = "PIPELINECTL_TIMEOUT_SECS",
-        default_value_t = 10,
-        global = true
-    )]
-    pub(crate) timeout_secs: u64,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    pub(crate) json: bool,
-}
-
-impl Global {
-    /// The topic configuration in effect.
-    pub(crate) fn config(&self) -> anyhow::Result<TopicConfig> {
-        match &self.topic_config {
-            Some(path) => TopicConfig::load(path).map_err(Into::into),
-            None => Ok(TopicConfig::embedded().clone()),
-        }
-    }
-
-    /// The timeout for one broker or registry operation.
-    pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs.max(1))
-    }
-
-    /// A registry client for the configured URL.
-    pub(crate) fn registry(&self) -> anyhow::Result<envelope::RegistryClient> {
-        let config = self.config()?;
-        let url = self
-            .schema_registry_url
-            .clone()
-            .unwrap_or_else(|| config.schema_registry.url.clone());
-        let auth = match &self.schema_registry_basic_auth {
-            Some(pair) => Some(
-                pair.split_once(':')
-                    .map(|(u, p)| (u.to_owned(), p.to_owned()))
-                    .context("--schema-registry-basic-auth must be user:password")?,
-            ),
-            None => None,
-        };
-        envelope::RegistryClient::new(&url, auth, self.timeout()).map_err(Into::into)
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Topics of topic-config.yaml and their .dlq side topics.
@@ -107,6 +38,30 @@ enum Command {
     Schemas(SchemasCommand),
     /// The audit trail in the audit store (PostgreSQL).
     Audit(audit_cmd::AuditArgs),
+    /// Each consumer group's lag per partition and throughput, and each DLQ topic's records.
+    ///
+    /// For every consumer group of topic-config.yaml and each topic it consumes: the committed
+    /// offset, end offset and lag per partition, the group's total lag, and its throughput
+    /// (records/s) from two samples of the committed offsets `--interval-secs` apart; then each
+    /// `.dlq` topic's record count (end − start offsets).
+    ///
+    /// On Tansu the end offset (high watermark) can under-report records produced in batches:
+    /// lag and DLQ counts then read low, never high. The records are all there; count them by
+    /// consuming when it matters.
+    Status(status_cmd::StatusArgs),
+    /// Follow one correlation id or event id through every topic and its DLQ, in time order.
+    ///
+    /// Reads every topic of topic-config.yaml and its `.dlq` from the beginning (all
+    /// partitions, to their end, at most `--max-records` per topic and `--scan-secs` in all)
+    /// and prints the records whose `correlation_id` or `ce_id` header is the id (also under
+    /// a prefix, e.g. `dlq.original.ce_id`), or whose value carries it: the connector's
+    /// records and dead letters (the original bytes) have no such headers. With the schema
+    /// registry reachable each record is decoded for its causation id and org, and a value
+    /// match is kept only when the id is the record's event or correlation id; without the
+    /// registry records are shown undecoded.
+    Trace(trace_cmd::TraceArgs),
+    /// Dead letters: inspect a topic's DLQ, replay chosen records to where they came from.
+    Dlq(dlq_cmd::DlqArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +106,9 @@ async fn main() -> ExitCode {
         Command::Schemas(SchemasCommand::Register) => schemas_cmd::register(&cli.global).await,
         Command::Schemas(SchemasCommand::Check) => schemas_cmd::check(&cli.global).await,
         Command::Audit(args) => audit_cmd::run(&cli.global, args).await,
+        Command::Status(args) => status_cmd::run(&cli.global, args).await,
+        Command::Trace(args) => trace_cmd::run(&cli.global, args).await,
+        Command::Dlq(args) => dlq_cmd::run(&cli.global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 //! (what tests and benchmarks use).
 
 pub mod api;
+pub mod args;
 pub mod error;
 pub mod metrics;
 pub mod registry;
