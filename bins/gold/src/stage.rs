@@ -31,7 +31,7 @@
 use std::{collections::BTreeSet, sync::OnceLock, time::Duration};
 
 use envelope::{
-    Codec, Date, DecodeError, Event, EventMetadata, Money, Timestamp,
+    Date, Event, Money, Timestamp,
     payload::{
         common::{Booking, EntityType},
         config::{ConfigChange, ConfigItem, ConfigOp},
@@ -39,7 +39,7 @@ use envelope::{
         silver::{ProcessedRow, QualityVerdict},
     },
 };
-use runtime::{Input, Outputs, Position, ProcessError, Processor, Tick};
+use runtime::{Outputs, Position, ProcessError, Processor, Tick};
 use rust_decimal::Decimal;
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -66,32 +66,13 @@ pub struct GoldSettings {
     pub flush_interval_secs: u64,
 }
 
-/// What gold consumes: silver rows and configuration changes.
-#[derive(Debug, Clone)]
-pub enum GoldInput {
-    /// A typed, scored row.
-    Row(Event<ProcessedRow>),
-    /// A configuration change (bookings matter to gold).
-    Config(Event<ConfigChange>),
-}
-
-impl Input for GoldInput {
-    fn topics() -> Vec<Topic> {
-        vec![Topic::SilverDataProcessed, Topic::ConfigChanges]
-    }
-
-    async fn decode(codec: &Codec, topic: Topic, bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(match topic {
-            Topic::ConfigChanges => GoldInput::Config(codec.decode(bytes).await?),
-            _ => GoldInput::Row(codec.decode(bytes).await?),
-        })
-    }
-
-    fn metadata(&self) -> &EventMetadata {
-        match self {
-            GoldInput::Row(e) => &e.metadata,
-            GoldInput::Config(e) => &e.metadata,
-        }
+runtime::inputs! {
+    /// What gold consumes: silver rows and configuration changes.
+    pub enum GoldInput {
+        /// A typed, scored row.
+        Row(ProcessedRow),
+        /// A configuration change (bookings matter to gold).
+        Config(ConfigChange),
     }
 }
 

@@ -42,13 +42,13 @@
 use std::{collections::HashSet, path::PathBuf, sync::OnceLock, time::Duration};
 
 use envelope::{
-    Codec, DecodeError, Event, EventMetadata,
+    Event,
     payload::{
         alerts::Alert,
         config::{ChannelKind, ConfigChange, ConfigItem, ConfigOp},
     },
 };
-use runtime::{Input, Outputs, ProcessError, Processor};
+use runtime::{Outputs, ProcessError, Processor};
 use topics::{ConsumerGroup, Topic};
 use uuid::Uuid;
 
@@ -115,32 +115,13 @@ pub struct NotifySettings {
     pub request_timeout_ms: u64,
 }
 
-/// What the sender consumes: alerts and configuration changes.
-#[derive(Debug, Clone)]
-pub enum NotifyInput {
-    /// An alert transition.
-    Alert(Event<Alert>),
-    /// A configuration change (channels matter to the sender).
-    Config(Event<ConfigChange>),
-}
-
-impl Input for NotifyInput {
-    fn topics() -> Vec<Topic> {
-        vec![Topic::RulesAlertsTriggered, Topic::ConfigChanges]
-    }
-
-    async fn decode(codec: &Codec, topic: Topic, bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(match topic {
-            Topic::ConfigChanges => NotifyInput::Config(codec.decode(bytes).await?),
-            _ => NotifyInput::Alert(codec.decode(bytes).await?),
-        })
-    }
-
-    fn metadata(&self) -> &EventMetadata {
-        match self {
-            NotifyInput::Alert(e) => &e.metadata,
-            NotifyInput::Config(e) => &e.metadata,
-        }
+runtime::inputs! {
+    /// What the sender consumes: alerts and configuration changes.
+    pub enum NotifyInput {
+        /// An alert transition.
+        Alert(Alert),
+        /// A configuration change (channels matter to the sender).
+        Config(ConfigChange),
     }
 }
 

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Env, alert, channel, config, count, send, spawn_sender, start_hooks};
+use common::{Env, alert, channel, config, count, spawn_sender, start_hooks};
 use envelope::{
     Event, Id, Ratio,
     payload::{
@@ -29,11 +29,9 @@ use envelope::{
     },
 };
 use notification_sender::key::{idempotency_key, message_id};
-use rdkafka::{Message, message::Headers, producer::FutureProducer};
-use testkit::{
-    Broker, SmtpSink, client_config, committed_offsets, create_stage_topics, end_offsets,
-    pg::TestSchema, read_records, wait_until,
-};
+use rdkafka::{Message, message::Headers};
+use testbed::TestBed;
+use testkit::{SmtpSink, committed_offsets, end_offsets, read_records, wait_until};
 use topics::Topic;
 use uuid::Uuid;
 
@@ -73,10 +71,8 @@ async fn in_app_rows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(
-        &b,
+    let bed = TestBed::start(
+        "notify_e2e",
         &[
             Topic::RulesAlertsTriggered,
             Topic::ConfigChanges,
@@ -84,18 +80,14 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
         ],
     )
     .await
-    .expect("topics");
-    let dir = tempfile::tempdir().expect("dir");
-    let registry = schema_registry::spawn_local(dir.path())
-        .await
-        .expect("registry");
-    let codec = runtime::codec(
-        Some(&registry),
-        &[Topic::RulesAlertsTriggered, Topic::ConfigChanges],
-    )
-    .await
-    .expect("codec");
-    let schema = TestSchema::create("notify_e2e").await.expect("schema");
+    .expect("test bed");
+    let (b, registry, codec, schema, dir) = (
+        bed.bootstrap.clone(),
+        bed.registry.clone(),
+        bed.codec.clone(),
+        &bed.schema,
+        &bed.dir,
+    );
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).expect("secrets dir");
     std::fs::write(secrets.join("hook-token"), format!("{HOOK_SECRET}\n")).expect("secret");
@@ -113,10 +105,6 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
         log: dir.path().join("notification-sender.log"),
     };
     let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
-    let producer: FutureProducer = client_config(&b)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
 
     // Channels of two orgs. Both have an "ops-hook": ids are per org. Org A's e-mail
     // channel changes target at version 2, then a stale version 1 arrives (ignored); org B's
@@ -258,7 +246,7 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
         ),
     ];
     for c in &configs {
-        send(&producer, &codec, c).await;
+        bed.produce(c).await;
     }
 
     let mut sender = spawn_sender(&env, &[]);
@@ -325,7 +313,7 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
         &a1, &b1, &a2, &b2, &a3, &b3, &a4, &b4, &a1, &a5, &b5, &a6, &a2_again,
     ];
     for a in alerts {
-        send(&producer, &codec, a).await;
+        bed.produce(a).await;
     }
 
     // The deliveries each alert must make, by idempotency key.
@@ -633,5 +621,5 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
         );
     }
     assert!(repeated.len() <= 8, "{repeated:?}");
-    schema.drop().await;
+    bed.schema.drop().await;
 }

@@ -19,17 +19,11 @@ use axum::{
     http::{StatusCode, Uri},
     routing::post,
 };
-use common::{Env, alert, channel, config, count, send, spawn_sender};
+use common::{Env, alert, channel, config, count, spawn_sender};
 use envelope::{Event, payload::alerts::Alert, payload::config::ChannelKind};
-use rdkafka::{
-    Message,
-    message::Headers,
-    producer::{FutureProducer, FutureRecord},
-};
-use testkit::{
-    Broker, SmtpSink, client_config, committed_offsets, create_stage_topics, end_offsets,
-    pg::TestSchema, read_records, wait_until,
-};
+use rdkafka::{Message, message::Headers, producer::FutureRecord};
+use testbed::TestBed;
+use testkit::{SmtpSink, committed_offsets, end_offsets, read_records, wait_until};
 use topics::Topic;
 
 const ORG: i64 = 7;
@@ -78,10 +72,8 @@ fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is_missing() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(
-        &b,
+    let bed = TestBed::start(
+        "notify_fail",
         &[
             Topic::RulesAlertsTriggered,
             Topic::ConfigChanges,
@@ -89,18 +81,14 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
         ],
     )
     .await
-    .expect("topics");
-    let dir = tempfile::tempdir().expect("dir");
-    let registry = schema_registry::spawn_local(dir.path())
-        .await
-        .expect("registry");
-    let codec = runtime::codec(
-        Some(&registry),
-        &[Topic::RulesAlertsTriggered, Topic::ConfigChanges],
-    )
-    .await
-    .expect("codec");
-    let schema = TestSchema::create("notify_fail").await.expect("schema");
+    .expect("test bed");
+    let (b, registry, codec, schema, dir) = (
+        bed.bootstrap.clone(),
+        bed.registry.clone(),
+        bed.codec.clone(),
+        &bed.schema,
+        &bed.dir,
+    );
 
     let peer: Shared = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -123,10 +111,6 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
         log: dir.path().join("notification-sender.log"),
     };
     let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
-    let producer: FutureProducer = client_config(&b)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
 
     use ChannelKind::{Email, Webhook};
     let op = envelope::payload::config::ConfigOp::Upsert;
@@ -144,7 +128,7 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
         ),
         channel("mail", Email, "ops@example.test", None, None, true),
     ] {
-        send(&producer, &codec, &config(ORG, 1, op, c)).await;
+        bed.produce(&config(ORG, 1, op, c)).await;
     }
     let _sender = spawn_sender(&env, &[("NOTIFY_CHANNEL_ATTEMPTS", "3")]);
     let admin = schema.admin();
@@ -159,7 +143,7 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
     let y = alert(ORG, 2, &["gone"]);
     let limited: Vec<Event<Alert>> = (3..6).map(|n| alert(ORG, n, &["limited"])).collect();
     for a in [&x, &y].into_iter().chain(&limited) {
-        send(&producer, &codec, a).await;
+        bed.produce(a).await;
     }
 
     // Both failing alerts reach the DLQ, with the failed channel, its last error and the
@@ -236,7 +220,7 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
         topics::PartitionKey::Org(ORG),
         Topic::RulesAlertsTriggered.spec().partitions,
     );
-    producer
+    bed.producer
         .send(
             FutureRecord::to(Topic::RulesAlertsTriggered.name())
                 .partition(partition)
@@ -293,5 +277,5 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
         assert!(gap >= Duration::from_millis(900), "{gap:?} between calls");
     }
     assert!(!log().contains("example.test"), "no address in the logs");
-    schema.drop().await;
+    bed.schema.drop().await;
 }

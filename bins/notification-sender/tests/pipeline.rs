@@ -14,7 +14,7 @@ use std::{
 
 use common::{Env, channel, config, count, spawn_sender, start_hooks};
 use envelope::{
-    Codec, Event,
+    Event,
     payload::{
         alerts::{Alert, AlertState},
         common::{Comparator, Metric},
@@ -22,46 +22,28 @@ use envelope::{
     },
 };
 use notification_sender::key::idempotency_key;
-use rdkafka::{Message, producer::FutureProducer};
 use rule_evaluator::{
     fixtures::{DAY, THRESHOLD_ALERTS, booked, rule, rule_change, threshold_dataset},
     stage::{RuleEvaluator, RuleSettings},
 };
-use runtime::{
-    RuntimeArgs,
-    dedupe::Dedupe,
-    testing::{RunningStage, produce_event},
-};
-use testkit::{
-    Broker, client_config, create_stage_topics, pg::TestSchema, read_records, wait_until,
-};
+use runtime::{RuntimeArgs, dedupe::Dedupe, testing::RunningStage};
+use testbed::TestBed;
+use testkit::wait_until;
 use topics::Topic;
 
-async fn alerts(bootstrap: &str, codec: &Codec) -> BTreeMap<envelope::Id, Event<Alert>> {
-    let mut out = BTreeMap::new();
-    for m in read_records(
-        bootstrap,
-        "rules.alerts.triggered",
-        usize::MAX,
-        Duration::from_secs(5),
-    )
-    .expect("read")
-    {
-        let e: Event<Alert> = codec
-            .decode(m.payload().unwrap_or_default())
-            .await
-            .expect("alerts decode");
-        out.insert(e.metadata.event_id, e);
-    }
-    out
+/// The alerts so far, by event id (a replay may write one twice, with the same id).
+async fn alerts(bed: &TestBed) -> BTreeMap<envelope::Id, Event<Alert>> {
+    bed.events::<Alert>(Duration::from_secs(5))
+        .await
+        .into_iter()
+        .map(|e| (e.metadata.event_id, e))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_flaky_webhook() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(
-        &b,
+    let bed = TestBed::start(
+        "alerts_e2e",
         &[
             Topic::GoldDataReady,
             Topic::ConfigChanges,
@@ -70,22 +52,14 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
         ],
     )
     .await
-    .expect("topics");
-    let dir = tempfile::tempdir().expect("dir");
-    let registry = schema_registry::spawn_local(dir.path())
-        .await
-        .expect("registry");
-    let codec = runtime::codec(
-        Some(&registry),
-        &[
-            Topic::GoldDataReady,
-            Topic::ConfigChanges,
-            Topic::RulesAlertsTriggered,
-        ],
-    )
-    .await
-    .expect("codec");
-    let schema = TestSchema::create("alerts_e2e").await.expect("schema");
+    .expect("test bed");
+    let (b, registry, codec, schema, dir) = (
+        bed.bootstrap.clone(),
+        bed.registry.clone(),
+        bed.codec.clone(),
+        &bed.schema,
+        &bed.dir,
+    );
     let (http, hooks) = start_hooks(2, &[]).await;
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).expect("secrets dir");
@@ -98,10 +72,6 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
         log: dir.path().join("notification-sender.log"),
     };
     let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
-    let producer: FutureProducer = client_config(&b)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
 
     // Org 1's channels: a webhook and an in-app inbox. The built-in rules name no channel,
     // so their alerts go to both.
@@ -124,9 +94,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
             true,
         ),
     ] {
-        produce_event(&producer, &codec, &config(1, 1, ConfigOp::Upsert, item))
-            .await
-            .expect("produced");
+        bed.produce(&config(1, 1, ConfigOp::Upsert, item)).await;
     }
     wait_until(Duration::from_secs(60), "org 1's channels stored", || {
         count(schema.admin(), schema.name(), "notify_channels", 2)
@@ -147,9 +115,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
         Dedupe::memory(100_000),
     );
     for e in threshold_dataset(20) {
-        produce_event(&producer, &codec, &e)
-            .await
-            .expect("produced");
+        bed.produce(&e).await;
     }
 
     // Kill the sender once the webhook accepted its first deliveries (after two refusals).
@@ -184,7 +150,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
 
     // Exactly the threshold alerts, and each reached each channel under its own key.
-    let raised = alerts(&b, &codec).await;
+    let raised = alerts(&bed).await;
     let summary: BTreeSet<_> = raised
         .values()
         .map(|e| {
@@ -233,18 +199,13 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     assert_eq!(inbox, keys("ops-inbox"), "one in-app note per alert");
 
     // A rule added while everything runs: its alert goes to the channel it names only.
-    produce_event(
-        &producer,
-        &codec,
-        &rule_change(
-            1,
-            1,
-            ConfigOp::Upsert,
-            rule("org1.reach", Metric::Impressions, Comparator::Gt, "5000"),
-        ),
-    )
-    .await
-    .expect("produced");
+    bed.produce(&rule_change(
+        1,
+        1,
+        ConfigOp::Upsert,
+        rule("org1.reach", Metric::Impressions, Comparator::Gt, "5000"),
+    ))
+    .await;
     let stored = format!(
         "SELECT count(*) FROM {}.rules_definitions WHERE org_id = 1",
         schema.name()
@@ -263,16 +224,14 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     .expect("rule stored");
     let mut reach = booked(1, "c-reach", DAY, 0);
     reach.payload.impressions = 9_000;
-    produce_event(&producer, &codec, &reach)
-        .await
-        .expect("produced");
+    bed.produce(&reach).await;
     wait_until(Duration::from_secs(60), "the new rule's delivery", || {
         let hooks = hooks.clone();
         async move { hooks.lock().expect("hooks").accepted.len() == 6 }
     })
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
-    let raised = alerts(&b, &codec).await;
+    let raised = alerts(&bed).await;
     let new: Vec<_> = raised
         .values()
         .filter(|e| e.payload.rule_id == "org1.reach")
@@ -291,5 +250,5 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     );
     assert_eq!(raised.len(), 6, "no other alert");
     evaluator.stop().await.expect("the evaluator stops cleanly");
-    schema.drop().await;
+    bed.schema.drop().await;
 }

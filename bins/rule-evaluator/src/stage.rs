@@ -21,14 +21,14 @@
 use std::time::Duration;
 
 use envelope::{
-    Codec, DecodeError, Event, EventMetadata,
+    Event,
     payload::{
         alerts::{Alert, AlertState},
         config::{ConfigChange, ConfigItem, ConfigOp},
         gold::AggregateReady,
     },
 };
-use runtime::{Input, Outputs, Position, ProcessError, Processor, Tick};
+use runtime::{Outputs, Position, ProcessError, Processor, Tick};
 use topics::{ConsumerGroup, Topic};
 
 use crate::{
@@ -56,32 +56,13 @@ pub struct RuleSettings {
     pub outbox_retention_hours: i32,
 }
 
-/// What the evaluator consumes: gold aggregates and configuration changes.
-#[derive(Debug, Clone)]
-pub enum RuleInput {
-    /// A gold aggregate.
-    Aggregate(Event<AggregateReady>),
-    /// A configuration change (rules matter to the evaluator).
-    Config(Event<ConfigChange>),
-}
-
-impl Input for RuleInput {
-    fn topics() -> Vec<Topic> {
-        vec![Topic::GoldDataReady, Topic::ConfigChanges]
-    }
-
-    async fn decode(codec: &Codec, topic: Topic, bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(match topic {
-            Topic::ConfigChanges => RuleInput::Config(codec.decode(bytes).await?),
-            _ => RuleInput::Aggregate(codec.decode(bytes).await?),
-        })
-    }
-
-    fn metadata(&self) -> &EventMetadata {
-        match self {
-            RuleInput::Aggregate(e) => &e.metadata,
-            RuleInput::Config(e) => &e.metadata,
-        }
+runtime::inputs! {
+    /// What the evaluator consumes: gold aggregates and configuration changes.
+    pub enum RuleInput {
+        /// A gold aggregate.
+        Aggregate(AggregateReady),
+        /// A configuration change (rules matter to the evaluator).
+        Config(ConfigChange),
     }
 }
 

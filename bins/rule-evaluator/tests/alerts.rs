@@ -10,55 +10,31 @@ use std::{
 };
 
 use envelope::{
-    Codec, Event, Id,
+    Event, Id,
     payload::{
         alerts::{Alert, AlertState},
         common::{Comparator, Metric, Severity},
         config::ConfigOp,
     },
 };
-use rdkafka::{Message, message::Headers, producer::FutureProducer};
+use rdkafka::{Message, message::Headers};
 use rule_evaluator::fixtures::{
     DAY, THRESHOLD_ALERTS, pacing, rule, rule_change, threshold_dataset,
 };
-use runtime::testing::produce_event;
-use testkit::{
-    Broker, StageProcess, client_config, counter_total, create_stage_topics, pg::TestSchema,
-    read_records, wait_until,
-};
+use testbed::TestBed;
+use testkit::{StageProcess, counter_total, read_records, wait_until};
 use topics::Topic;
-
-async fn alerts(bootstrap: &str, codec: &Codec) -> Vec<Event<Alert>> {
-    let mut out = Vec::new();
-    for m in read_records(
-        bootstrap,
-        "rules.alerts.triggered",
-        usize::MAX,
-        Duration::from_secs(5),
-    )
-    .expect("read")
-    {
-        out.push(
-            codec
-                .decode(m.payload().unwrap_or_default())
-                .await
-                .expect("alerts decode"),
-        );
-    }
-    out
-}
 
 /// Read the alerts until `done` holds of them, or fail after a minute with the stage's log.
 async fn alerts_until(
-    bootstrap: &str,
-    codec: &Codec,
+    bed: &TestBed,
     stage: &StageProcess,
     what: &str,
     done: impl Fn(&[Event<Alert>]) -> bool,
 ) -> Vec<Event<Alert>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seen = alerts(bootstrap, codec).await;
+        let seen = bed.events::<Alert>(Duration::from_secs(5)).await;
         if done(&seen) {
             return seen;
         }
@@ -104,10 +80,8 @@ fn expected(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_restart() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(
-        &b,
+    let bed = TestBed::start(
+        "rules_e2e",
         &[
             Topic::GoldDataReady,
             Topic::ConfigChanges,
@@ -116,35 +90,17 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         ],
     )
     .await
-    .expect("topics");
-    let dir = tempfile::tempdir().expect("dir");
-    let registry = schema_registry::spawn_local(dir.path())
-        .await
-        .expect("registry");
-    let codec = runtime::codec(
-        Some(&registry),
-        &[Topic::GoldDataReady, Topic::ConfigChanges],
-    )
-    .await
-    .expect("codec");
-    let schema = TestSchema::create("rules_e2e").await.expect("schema");
-    let envs = [
-        ("KAFKA_BOOTSTRAP_SERVERS", b.clone()),
-        ("SCHEMA_REGISTRY_URL", registry.clone()),
-        ("RULES_DATABASE_URL", schema.url()),
-        ("RUN_REPORT_SECS", "0".to_owned()),
-    ];
-    let log = dir.path().join("rule-evaluator.log");
+    .expect("test bed");
+    let (b, schema) = (&bed.bootstrap, &bed.schema);
+    let mut envs = bed.stage_env();
+    envs.push(("RULES_DATABASE_URL", schema.url()));
+    let log = bed.dir.path().join("rule-evaluator.log");
     let bin = env!("CARGO_BIN_EXE_rule-evaluator");
-    let producer: FutureProducer = client_config(&b)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
 
     // 1. The whole dataset is waiting; the first evaluator is killed halfway through it.
     let data = threshold_dataset(300);
     for e in &data {
-        produce_event(&producer, &codec, e).await.expect("produced");
+        bed.produce(e).await;
     }
     let mut stage = StageProcess::spawn(bin, &envs, &log).expect("starts");
     let port = stage.metrics_port();
@@ -169,7 +125,7 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         .iter()
         .map(|(o, r, c)| (*o, (*r).to_owned(), (*c).to_owned(), AlertState::Firing))
         .collect();
-    let seen = alerts_until(&b, &codec, &stage, "five threshold alerts", |seen| {
+    let seen = alerts_until(&bed, &stage, "five threshold alerts", |seen| {
         summary(seen).len() >= thresholds.len()
     })
     .await;
@@ -186,10 +142,8 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
 
     // 2. After the restart, pacing recovers: the resolve carries the first run's alert id.
     let recovered = pacing(1, "c-pace-low", DAY, 30, "95");
-    produce_event(&producer, &codec, &recovered)
-        .await
-        .expect("produced");
-    let seen = alerts_until(&b, &codec, &stage, "resolve", |seen| {
+    bed.produce(&recovered).await;
+    let seen = alerts_until(&bed, &stage, "resolve", |seen| {
         seen.iter().any(|e| e.payload.state == AlertState::Resolved)
     })
     .await;
@@ -226,9 +180,7 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
             r
         }),
     ] {
-        produce_event(&producer, &codec, &change)
-            .await
-            .expect("produced");
+        bed.produce(&change).await;
     }
     let stored = format!(
         "SELECT count(*) FROM {}.rules_definitions WHERE org_id = 1",
@@ -248,11 +200,9 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", stage.log()));
     let mut next = pacing(1, "c-new", DAY, 0, "70");
     next.payload.impressions = 6_000;
-    produce_event(&producer, &codec, &next)
-        .await
-        .expect("produced");
+    bed.produce(&next).await;
     let after = expected(&[(1, "org1.reach", "c-new", AlertState::Firing)]);
-    let seen = alerts_until(&b, &codec, &stage, "alert of the new rule", |seen| {
+    let seen = alerts_until(&bed, &stage, "alert of the new rule", |seen| {
         summary(seen).iter().any(|s| s.2 == "c-new")
     })
     .await;
@@ -279,7 +229,7 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
     assert_eq!(reach.payload.channels, ["ops-webhook"]);
     assert_eq!(reach.payload.severity, Severity::Critical);
 
-    let dead = read_records(&b, "config.changes.dlq", 1, Duration::from_secs(10)).expect("dlq");
+    let dead = read_records(b, "config.changes.dlq", 1, Duration::from_secs(10)).expect("dlq");
     assert_eq!(dead.len(), 1, "the unusable rule is dead-lettered");
     let code = dead[0]
         .headers()
@@ -290,7 +240,7 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         })
         .unwrap_or_default();
     assert_eq!(code, "RULE_INVALID");
-    let audited = read_records(&b, "audit.events", 3, Duration::from_secs(10)).expect("audit");
+    let audited = read_records(b, "audit.events", 3, Duration::from_secs(10)).expect("audit");
     assert_eq!(
         audited.len(),
         2,
@@ -306,5 +256,5 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         "the second run counted at least the resolve and the new rule's alert: {counted:?}"
     );
     assert!(stage.exited().is_none(), "the evaluator keeps running");
-    schema.drop().await;
+    bed.schema.drop().await;
 }

@@ -31,6 +31,13 @@ use envelope::{Codec, RegistryClient, Source};
 pub use processor::{Deferred, Input, OutRecord, Outputs, Position, ProcessError, Processor, Tick};
 pub use settings::RuntimeArgs;
 
+/// What [`inputs!`] expands to refers to.
+#[doc(hidden)]
+pub mod __private {
+    pub use envelope;
+    pub use topics;
+}
+
 /// The command line of a stage binary: the runtime's settings plus the stage's own.
 #[derive(Debug, clap::Parser)]
 struct Cli<A: clap::Args> {

@@ -115,6 +115,67 @@ impl<P: Payload> Input for Event<P> {
     }
 }
 
+/// Declare a stage's input over several topics: an enum with one `Event<P>` variant per
+/// payload, implementing [`Input`] (its topics are the payloads' topics; a record is decoded
+/// as the payload of the topic it was read from).
+///
+/// ```ignore
+/// runtime::inputs! {
+///     /// What gold consumes.
+///     pub enum GoldInput {
+///         /// A typed, scored row.
+///         Row(ProcessedRow),
+///         /// A configuration change.
+///         Config(ConfigChange),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! inputs {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident($payload:ty)),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant($crate::__private::envelope::Event<$payload>)),+
+        }
+
+        impl $crate::Input for $name {
+            fn topics() -> Vec<$crate::__private::topics::Topic> {
+                vec![$(<$payload as $crate::__private::envelope::Payload>::TOPIC),+]
+            }
+
+            async fn decode(
+                codec: &$crate::__private::envelope::Codec,
+                topic: $crate::__private::topics::Topic,
+                bytes: &[u8],
+            ) -> Result<Self, $crate::__private::envelope::DecodeError> {
+                $(
+                    if topic == <$payload as $crate::__private::envelope::Payload>::TOPIC {
+                        return Ok($name::$variant(codec.decode(bytes).await?));
+                    }
+                )+
+                Err($crate::__private::envelope::DecodeError::IncompatibleSchema {
+                    id: 0,
+                    writer: topic.name().to_owned(),
+                    reader: stringify!($name).to_owned(),
+                    reason: "not one of the stage's input topics".to_owned(),
+                })
+            }
+
+            fn metadata(&self) -> &$crate::__private::envelope::EventMetadata {
+                match self {
+                    $($name::$variant(e) => &e.metadata),+
+                }
+            }
+        }
+    };
+}
+
 /// Where an input record was read. A stage whose state must reflect each input once (gold)
 /// stores the offset with the state it changed, so a replayed record is recognised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,15 +18,13 @@ use axum::{
 };
 
 use envelope::{
-    Codec, Event, Id, Payload, Ratio, Source, Timestamp,
+    Event, Id, Ratio, Source, Timestamp,
     payload::{
         alerts::{Alert, AlertState},
         common::{Actor, ActorType, Comparator, EntityRef, EntityType, Metric, Severity},
         config::{ChannelDefinition, ChannelKind, ConfigChange, ConfigItem, ConfigOp},
     },
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use topics::{PartitionKey, partition_for};
 
 /// The stage process, killed if the test ends early.
 pub(crate) struct KillOnDrop(pub(crate) Child);
@@ -122,25 +120,6 @@ pub(crate) fn alert(org: i64, n: i64, channels: &[&str]) -> Event<Alert> {
             gold_event_id: Id::new(),
         },
     )
-}
-
-pub(crate) async fn send<P: Payload>(producer: &FutureProducer, codec: &Codec, e: &Event<P>) {
-    let value = codec.encode(e).expect("encode");
-    let p = partition_for(
-        PartitionKey::Org(e.metadata.org_id),
-        P::TOPIC.spec().partitions,
-    );
-    producer
-        .send(
-            FutureRecord::to(P::TOPIC.name())
-                .partition(p)
-                .key(&e.record_key())
-                .payload(&value),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produced");
 }
 
 /// Where the binary finds its peers.

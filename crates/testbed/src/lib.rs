@@ -1,0 +1,98 @@
+//! The test bed a stage's binary tests start with: a Tansu broker with the stage's topics
+//! (and their DLQs), the project's schema registry with their schemas registered, a codec,
+//! an `acks=all` producer, a PostgreSQL schema of the test's own, and a scratch directory —
+//! everything on free ports or under unique names, stopped or dropped with the bed.
+//!
+//! Used only as a dev-dependency (it builds on `testkit`).
+
+use std::{sync::Arc, time::Duration};
+
+use envelope::{Codec, Event, Payload};
+use rdkafka::{Message, producer::FutureProducer};
+use testkit::{Broker, client_config, create_stage_topics, pg::TestSchema, read_records};
+use topics::Topic;
+
+/// A stage's test platform (see the module docs).
+pub struct TestBed {
+    /// The broker (killed on drop).
+    pub broker: Broker,
+    /// Its bootstrap address.
+    pub bootstrap: String,
+    /// The registry's URL.
+    pub registry: String,
+    /// A codec on the registry.
+    pub codec: Arc<Codec>,
+    /// An `acks=all` producer.
+    pub producer: FutureProducer,
+    /// The test's PostgreSQL schema (drop it with `bed.schema.drop().await` at the end).
+    pub schema: TestSchema,
+    /// Scratch space (the registry's file, logs).
+    pub dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestBed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestBed")
+            .field("bootstrap", &self.bootstrap)
+            .field("registry", &self.registry)
+            .field("schema", &self.schema.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestBed {
+    /// Start a bed with `topics` created and their schemas registered; `name` prefixes the
+    /// PostgreSQL schema.
+    pub async fn start(name: &str, topics: &[Topic]) -> anyhow::Result<TestBed> {
+        let broker = Broker::start_memory()?;
+        let bootstrap = broker.bootstrap();
+        create_stage_topics(&bootstrap, topics).await?;
+        let dir = tempfile::tempdir()?;
+        let registry = schema_registry::spawn_local(dir.path()).await?;
+        let codec = runtime::codec(Some(&registry), topics).await?;
+        let producer: FutureProducer = client_config(&bootstrap).set("acks", "all").create()?;
+        let schema = TestSchema::create(name).await?;
+        Ok(TestBed {
+            broker,
+            bootstrap,
+            registry,
+            codec,
+            producer,
+            schema,
+            dir,
+        })
+    }
+
+    /// The environment a stage binary needs to run on this bed (broker, registry, no run
+    /// events); add the stage's own settings.
+    pub fn stage_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KAFKA_BOOTSTRAP_SERVERS", self.bootstrap.clone()),
+            ("SCHEMA_REGISTRY_URL", self.registry.clone()),
+            ("RUN_REPORT_SECS", "0".to_owned()),
+        ]
+    }
+
+    /// Produce `event` as a stage would (its topic, key and partition); panics on failure.
+    pub async fn produce<P: Payload>(&self, event: &Event<P>) {
+        runtime::testing::produce_event(&self.producer, &self.codec, event)
+            .await
+            .expect("the test bed's broker takes the event");
+    }
+
+    /// Every event of `P`'s topic so far, read from the start for up to `within`.
+    pub async fn events<P: Payload>(&self, within: Duration) -> Vec<Event<P>> {
+        let mut out = Vec::new();
+        let records = read_records(&self.bootstrap, P::TOPIC.name(), usize::MAX, within)
+            .expect("the test bed's broker answers");
+        for m in records {
+            out.push(
+                self.codec
+                    .decode(m.payload().unwrap_or_default())
+                    .await
+                    .expect("the topic's events decode"),
+            );
+        }
+        out
+    }
+}
