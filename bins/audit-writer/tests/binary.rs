@@ -5,14 +5,12 @@
 
 use std::{
     collections::BTreeSet,
-    process::{Child, Command},
-    sync::Arc,
     time::Duration,
 };
 
 use audit_writer::store::AuditStore;
 use envelope::{
-    Codec, Event, RegistryClient, Source, Timestamp,
+    Event, Source, Timestamp,
     payload::{
         audit::{AuditCategory, AuditEvent, Outcome},
         common::{Actor, ActorType, EntityRef, EntityType},
@@ -21,23 +19,13 @@ use envelope::{
 use rdkafka::{
     Message,
     message::Headers,
-    producer::{FutureProducer, FutureRecord},
+    producer::FutureRecord,
 };
+use testbed::TestBed;
 use testkit::{
-    Broker, client_config, committed_offsets, create_stage_topics, free_port, pg::TestSchema,
-    read_records, wait_until,
+    StageProcess, committed_offsets, read_records, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
-
-/// The stage process, killed if the test ends early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn audit(org: i64, actor: &str, i: usize) -> Event<AuditEvent> {
     Event::new(
@@ -70,45 +58,18 @@ fn audit(org: i64, actor: &str, i: usize) -> Event<AuditEvent> {
 }
 
 struct Env {
-    bootstrap: String,
-    registry: String,
-    database: String,
+    bed: TestBed,
     log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-    codec: Arc<Codec>,
-    producer: FutureProducer,
-    schema: TestSchema,
 }
 
 impl Env {
-    async fn start(broker: &Broker, name: &str) -> Env {
-        let bootstrap = broker.bootstrap();
-        create_stage_topics(&bootstrap, &[Topic::AuditEvents])
+    async fn start(name: &str) -> Env {
+        let bed = TestBed::start(name, &[Topic::AuditEvents])
             .await
-            .expect("topics");
-        let dir = tempfile::tempdir().expect("dir");
-        let registry = schema_registry::spawn_local(dir.path())
-            .await
-            .expect("registry");
-        let codec = Arc::new(Codec::new(
-            RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
-        ));
-        codec.register(Topic::AuditEvents).await.expect("register");
-        let schema = TestSchema::create(name).await.expect("schema");
-        let producer: FutureProducer = client_config(&bootstrap)
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
+            .expect("test bed");
         Env {
-            database: schema.url(),
-            log: dir.path().join("audit-writer.log"),
-            bootstrap,
-            registry,
-            _dir: dir,
-            codec,
-            producer,
-            schema,
+            log: bed.dir.path().join("audit-writer.log"),
+            bed,
         }
     }
 
@@ -118,38 +79,23 @@ impl Env {
 
     /// The writer with batches of `batch_size` at most and `in_flight` records awaiting their
     /// batch per partition (`--max-in-flight-per-partition`).
-    fn spawn(&self, batch_size: usize, in_flight: usize) -> KillOnDrop {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let port = free_port().expect("port");
-        KillOnDrop(
-            Command::new(env!("CARGO_BIN_EXE_audit-writer"))
-                .env("KAFKA_BOOTSTRAP_SERVERS", &self.bootstrap)
-                .env("SCHEMA_REGISTRY_URL", &self.registry)
-                .env("AUDIT_DATABASE_URL", &self.database)
-                .env("AUDIT_BATCH_SIZE", batch_size.to_string())
-                .env("AUDIT_BATCH_LINGER_MS", "5")
-                .env("MAX_IN_FLIGHT_PER_PARTITION", in_flight.to_string())
-                .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-                .env("RUN_REPORT_SECS", "0")
-                .env("DLQ_BREAKER_WINDOW", "0")
-                .env("LOG_FORMAT", "json")
-                .env("RUST_LOG", "info")
-                .env_remove("REDIS_URL")
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("audit-writer starts"),
-        )
+    fn spawn(&self, batch_size: usize, in_flight: usize) -> StageProcess {
+        let mut env = self.bed.stage_env();
+        env.extend([
+            ("AUDIT_DATABASE_URL", self.bed.schema.url()),
+            ("AUDIT_BATCH_SIZE", batch_size.to_string()),
+            ("AUDIT_BATCH_LINGER_MS", "5".to_owned()),
+            ("MAX_IN_FLIGHT_PER_PARTITION", in_flight.to_string()),
+            ("DLQ_BREAKER_WINDOW", "0".to_owned()),
+        ]);
+        StageProcess::spawn(env!("CARGO_BIN_EXE_audit-writer"), &env, &self.log)
+            .expect("audit-writer starts")
     }
 
     /// Produce the encoded events (concurrently; each org's events in order).
     async fn send(&self, events: &[Event<AuditEvent>]) {
         let sends = events.iter().map(|e| {
-            let value = self.codec.encode(e).expect("encode");
+            let value = self.bed.codec.encode(e).expect("encode");
             self.send_bytes(e.metadata.org_id, e.record_key(), value)
         });
         futures_join(sends).await;
@@ -157,7 +103,8 @@ impl Env {
 
     async fn send_bytes(&self, org: i64, key: String, value: Vec<u8>) {
         let p = partition_for(PartitionKey::Org(org), Topic::AuditEvents.spec().partitions);
-        self.producer
+        self.bed
+            .producer
             .send(
                 FutureRecord::to("audit.events")
                     .partition(p)
@@ -171,7 +118,9 @@ impl Env {
     }
 
     async fn store(&self) -> AuditStore {
-        AuditStore::connect(&self.database).await.expect("connect")
+        AuditStore::connect(&self.bed.schema.url())
+            .await
+            .expect("connect")
     }
 }
 
@@ -192,10 +141,14 @@ async fn count(store: &AuditStore) -> i64 {
 }
 
 async fn stored_ids(env: &Env) -> BTreeSet<uuid::Uuid> {
-    env.schema
+    env.bed
+        .schema
         .admin()
         .query(
-            &format!("SELECT event_id FROM {}.audit_events", env.schema.name()),
+            &format!(
+                "SELECT event_id FROM {}.audit_events",
+                env.bed.schema.name()
+            ),
             &[],
         )
         .await
@@ -210,7 +163,7 @@ async fn stored_ids(env: &Env) -> BTreeSet<uuid::Uuid> {
 /// it sent instead).
 async fn all_committed(env: &Env, records: usize, what: &str) {
     let committed = || {
-        committed_offsets(&env.bootstrap, "audit-writer", "audit.events", 6)
+        committed_offsets(&env.bed.bootstrap, "audit-writer", "audit.events", 6)
             .map(|c| c.iter().map(|o| (*o).max(0)).sum::<i64>())
             .unwrap_or(-1)
     };
@@ -230,8 +183,7 @@ async fn all_committed(env: &Env, records: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_backlog_then_restart_stores_exactly_the_distinct_events() {
-    let broker = Broker::start_memory().expect("broker");
-    let env = Env::start(&broker, "audit_crash").await;
+    let env = Env::start("audit_crash").await;
 
     // The backlog: 12 orgs (every partition), 6,000 distinct events, then 600 of them
     // produced again with the same event_id, interleaved with more new events.
@@ -254,7 +206,7 @@ async fn sigkill_mid_backlog_then_restart_stores_exactly_the_distinct_events() {
     let store = env.store().await;
     let mut writer = env.spawn(25, 2);
     let committed = || {
-        committed_offsets(&env.bootstrap, "audit-writer", "audit.events", 6)
+        committed_offsets(&env.bed.bootstrap, "audit-writer", "audit.events", 6)
             .map(|c| c.iter().map(|o| (*o).max(0)).sum::<i64>())
             .unwrap_or(0)
     };
@@ -265,8 +217,7 @@ async fn sigkill_mid_backlog_then_restart_stores_exactly_the_distinct_events() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}; the writer's log:\n{}", env.log()));
-    writer.0.kill().expect("SIGKILL");
-    writer.0.wait().expect("reaped");
+    writer.kill();
     let at_kill = count(&store).await;
     let committed_at_kill = committed();
     eprintln!(
@@ -292,7 +243,7 @@ async fn sigkill_mid_backlog_then_restart_stores_exactly_the_distinct_events() {
     assert_eq!(count(&store).await, want.len() as i64, "{}", env.log());
     assert_eq!(stored_ids(&env).await, want);
     let dead = read_records(
-        &env.bootstrap,
+        &env.bed.bootstrap,
         "audit.events.dlq",
         1,
         Duration::from_secs(2),
@@ -305,7 +256,7 @@ async fn sigkill_mid_backlog_then_restart_stores_exactly_the_distinct_events() {
     );
     // PII (the actor's display name) is stored but never logged.
     assert!(!env.log().contains("Person "), "no display name in the log");
-    env.schema.drop().await;
+    env.bed.schema.drop().await;
 }
 
 fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
@@ -318,8 +269,7 @@ fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_go_to_the_dlq_with_a_reason_and_the_writer_goes_on() {
-    let broker = Broker::start_memory().expect("broker");
-    let env = Env::start(&broker, "audit_dlq").await;
+    let env = Env::start("audit_dlq").await;
 
     let unknown_org = audit(0, "u1", 1);
     let missing_actor = audit(3, " ", 2);
@@ -344,7 +294,7 @@ async fn invalid_events_go_to_the_dlq_with_a_reason_and_the_writer_goes_on() {
 
     let _writer = env.spawn(500, 500);
     let dead = read_records(
-        &env.bootstrap,
+        &env.bed.bootstrap,
         "audit.events.dlq",
         5,
         Duration::from_secs(60),
@@ -387,7 +337,13 @@ async fn invalid_events_go_to_the_dlq_with_a_reason_and_the_writer_goes_on() {
     // The dead letter carries the original bytes.
     assert_eq!(
         org0.payload(),
-        Some(env.codec.encode(&unknown_org).expect("encode").as_slice())
+        Some(
+            env.bed
+                .codec
+                .encode(&unknown_org)
+                .expect("encode")
+                .as_slice()
+        )
     );
 
     // The writer keeps running: valid events sent after the dead letters land too.
@@ -407,5 +363,5 @@ async fn invalid_events_go_to_the_dlq_with_a_reason_and_the_writer_goes_on() {
         .map(|e| e.metadata.event_id.0)
         .collect();
     assert_eq!(stored_ids(&env).await, want, "log:\n{}", env.log());
-    env.schema.drop().await;
+    env.bed.schema.drop().await;
 }

@@ -5,13 +5,12 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    process::{Child, Command},
     time::{Duration, Instant},
 };
 
 use chrono::{Days, Utc};
 use envelope::{
-    Codec, Date, Event, Money, Payload, Source, Timestamp,
+    Date, Event, Money, Source, Timestamp,
     payload::{
         common::{Actor, ActorType, Booking},
         config::{ConfigChange, ConfigItem, ConfigOp},
@@ -20,30 +19,16 @@ use envelope::{
     },
 };
 use gold::formulas::{self, Flight, periods_of};
-use rdkafka::{
-    Message,
-    producer::{FutureProducer, FutureRecord},
-};
-use testkit::{
-    Broker, client_config, committed_offsets, counter_total, create_stage_topics, end_offsets,
-    free_port, pg::TestSchema, read_records, wait_until,
-};
-use topics::{PartitionKey, Topic, partition_for};
+use rdkafka::Message;
+use testbed::TestBed;
+use testkit::StageProcess;
+use testkit::{committed_offsets, counter_total, end_offsets, read_records, wait_until};
+use topics::Topic;
 
 const ORGS: i64 = 4;
 const CAMPAIGNS: usize = 3;
 const ENTITIES: usize = 20;
 const DAYS: u64 = 5;
-
-/// The stage process, killed if the test ends early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn today() -> Date {
     Date(Utc::now().date_naive())
@@ -165,25 +150,6 @@ fn totals(
         })
 }
 
-async fn send<P: Payload>(producer: &FutureProducer, codec: &Codec, topic: &str, e: &Event<P>) {
-    let value = codec.encode(e).expect("encode");
-    let p = partition_for(
-        PartitionKey::Org(e.metadata.org_id),
-        P::TOPIC.spec().partitions,
-    );
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .partition(p)
-                .key(&e.record_key())
-                .payload(&value),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produced");
-}
-
 /// Events the gold on `port` processed so far; `None` when it is gone.
 async fn processed(port: u16) -> Option<f64> {
     tokio::task::spawn_blocking(move || counter_total(port, runtime::metrics::PROCESSED))
@@ -192,43 +158,23 @@ async fn processed(port: u16) -> Option<f64> {
         .flatten()
 }
 
-struct Env {
-    bootstrap: String,
-    registry: String,
-    database: String,
-    log: std::path::PathBuf,
-}
-
-fn spawn_gold(env: &Env, metrics_port: u16, flush_secs: u64) -> KillOnDrop {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&env.log)
-        .expect("log");
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_gold"))
-            .env("KAFKA_BOOTSTRAP_SERVERS", &env.bootstrap)
-            .env("SCHEMA_REGISTRY_URL", &env.registry)
-            .env("GOLD_DATABASE_URL", &env.database)
-            .env("GOLD_FLUSH_INTERVAL_SECS", flush_secs.to_string())
-            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
-            .env("RUN_REPORT_SECS", "0")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            // Logs go to stdout; fatal errors to stderr.
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("gold starts"),
+/// Start the gold binary on `bed`, flushing every `flush_secs` (0: never).
+fn spawn_gold(bed: &TestBed, flush_secs: u64) -> StageProcess {
+    let mut env = bed.stage_env();
+    env.push(("GOLD_DATABASE_URL", bed.schema.url()));
+    env.push(("GOLD_FLUSH_INTERVAL_SECS", flush_secs.to_string()));
+    StageProcess::spawn(
+        env!("CARGO_BIN_EXE_gold"),
+        &env,
+        &bed.dir.path().join("gold.log"),
     )
+    .expect("gold starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(
-        &b,
+    let bed = TestBed::start(
+        "gold_crash",
         &[
             Topic::SilverDataProcessed,
             Topic::ConfigChanges,
@@ -237,36 +183,16 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
         ],
     )
     .await
-    .expect("topics");
-
-    let dir = tempfile::tempdir().expect("dir");
-    let registry = schema_registry::spawn_local(dir.path())
-        .await
-        .expect("registry");
-    let codec = runtime::codec(
-        Some(&registry),
-        &[Topic::SilverDataProcessed, Topic::ConfigChanges],
-    )
-    .await
-    .expect("codec");
-    let schema = TestSchema::create("gold_crash").await.expect("schema");
-    let env = Env {
-        bootstrap: b.clone(),
-        registry: registry.clone(),
-        database: schema.url(),
-        log: dir.path().join("gold.log"),
-    };
-    let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
+    .expect("test bed");
+    let (b, codec, _schema) = (bed.bootstrap.clone(), bed.codec.clone(), &bed.schema);
+    let log_file = bed.dir.path().join("gold.log");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
 
     // The dataset: bookings, then every row of every day, then corrections of a fifth of
     // the rows, exact duplicates and quarantined rows — all produced before gold starts.
-    let producer: FutureProducer = client_config(&b)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
     for org in 1..=ORGS {
         for c in 0..CAMPAIGNS {
-            send(&producer, &codec, "config.changes", &booking(org, c)).await;
+            bed.produce(&booking(org, c)).await;
         }
     }
     let mut rows = Vec::new();
@@ -311,14 +237,14 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
         rows.push(q);
     }
     for r in &rows {
-        send(&producer, &codec, "silver.data.processed", r).await;
+        bed.produce(r).await;
     }
     let exp = expected(&rows);
     let inputs = rows.len() + (ORGS as usize) * CAMPAIGNS;
 
     // First run: SIGKILL once a third of the backlog is processed.
-    let port = free_port().expect("port");
-    let mut gold = spawn_gold(&env, port, 0);
+    let mut gold = spawn_gold(&bed, 0);
+    let port = gold.metrics_port();
     wait_until(
         Duration::from_secs(90),
         "gold processed a third of the backlog",
@@ -331,14 +257,13 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
     .await
     .unwrap_or_else(|e| panic!("{e}; gold's log:\n{}", log()));
     let at_kill = processed(port).await.unwrap_or(0.0);
-    gold.0.kill().expect("SIGKILL");
-    gold.0.wait().expect("reaped");
+    gold.kill();
     let processed_before = processed(port).await;
     assert!(processed_before.is_none(), "the first gold is gone");
 
     // Second run, flushing every second: it replays what the first did not commit.
-    let port = free_port().expect("port");
-    let _gold = spawn_gold(&env, port, 1);
+    let gold = spawn_gold(&bed, 1);
+    let port = gold.metrics_port();
     let silver_ends = end_offsets(&b, "silver.data.processed", 12).expect("ends");
     let config_partitions = i32::try_from(Topic::ConfigChanges.spec().partitions).expect("p");
     let config_ends = end_offsets(&b, "config.changes", config_partitions).expect("ends");
@@ -485,5 +410,5 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
         second > 0.0 && second < inputs as f64,
         "the restart resumed ({second} of {inputs} processed by the second run)"
     );
-    schema.drop().await;
+    bed.schema.drop().await;
 }
