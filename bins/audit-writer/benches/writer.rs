@@ -12,7 +12,6 @@
 //! baseline); off, 35,701 rows/s (52.6 %): two Redis round trips per record were the limit.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,7 +24,7 @@ use envelope::{
         common::{Actor, ActorType, EntityRef, EntityType},
     },
 };
-use testkit::{Broker, bench::fill, counter_total, create_stage_topics, free_port, pg::TestSchema};
+use testkit::{Broker, StageProcess, bench::fill, create_stage_topics, pg::TestSchema};
 use topics::{PartitionKey, Topic, partition_for};
 
 /// One audit event of org `i % 50`, in the shape stages emit (a data decision with details).
@@ -65,15 +64,6 @@ fn event(i: usize) -> Event<AuditEvent> {
     )
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The baseline: the same rows inserted in batches of 500 on one connection.
 async fn baseline(events: &[Event<AuditEvent>]) -> Duration {
     let schema = TestSchema::create("audit_bench_base")
@@ -94,46 +84,20 @@ async fn baseline(events: &[Event<AuditEvent>]) -> Duration {
 /// The audit-writer binary on the backlog already in audit.events.
 async fn writer(b: &str, registry: &str, rows: usize, log: &std::path::Path) -> Duration {
     let schema = TestSchema::create("audit_bench").await.expect("schema");
-    let port = free_port().expect("port");
-    let log = std::fs::File::create(log).expect("log");
-    let _writer = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_audit-writer"))
-            .env("KAFKA_BOOTSTRAP_SERVERS", b)
-            .env("SCHEMA_REGISTRY_URL", registry)
-            .env("AUDIT_DATABASE_URL", schema.url())
-            .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUN_REPORT_SECS", "0")
-            .env("REDIS_URL", "redis://127.0.0.1:6379")
-            .env("DEDUPE_TTL_SECS", "600")
-            .env("LOG_FORMAT", "json")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("audit-writer starts"),
-    );
-    let count = move |name: &'static str| {
-        tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
-    };
-    // Timed from the first record in (start-up, migrations and group join excluded).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count(runtime::metrics::MESSAGES_IN).await.unwrap_or(0.0) == 0.0 {
-        assert!(Instant::now() < deadline, "the writer never consumed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let start = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        let done = count(runtime::metrics::PROCESSED).await.unwrap_or(0.0);
-        if done >= rows as f64 {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  audit-writer: {done:.0} of {rows} events");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let elapsed = start.elapsed();
+    let writer = StageProcess::spawn(
+        env!("CARGO_BIN_EXE_audit-writer"),
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", b.to_owned()),
+            ("SCHEMA_REGISTRY_URL", registry.to_owned()),
+            ("AUDIT_DATABASE_URL", schema.url()),
+            ("RUN_REPORT_SECS", "0".to_owned()),
+            ("REDIS_URL", "redis://127.0.0.1:6379".to_owned()),
+            ("DEDUPE_TTL_SECS", "600".to_owned()),
+        ],
+        log,
+    )
+    .expect("audit-writer starts");
+    let elapsed = testbed::drain(writer.metrics_port(), rows, "audit-writer", |_| {}).await;
     let store = AuditStore::connect(&schema.url()).await.expect("connect");
     assert_eq!(store.count().await.expect("count"), rows as i64);
     schema.drop().await;

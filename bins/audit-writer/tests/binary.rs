@@ -3,10 +3,7 @@
 //! exactly the distinct events stored; invalid events go to `audit.events.dlq` with their
 //! reason while the writer keeps storing valid ones.
 
-use std::{
-    collections::BTreeSet,
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use audit_writer::store::AuditStore;
 use envelope::{
@@ -16,15 +13,9 @@ use envelope::{
         common::{Actor, ActorType, EntityRef, EntityType},
     },
 };
-use rdkafka::{
-    Message,
-    message::Headers,
-    producer::FutureRecord,
-};
+use rdkafka::{Message, message::Headers, producer::FutureRecord};
 use testbed::TestBed;
-use testkit::{
-    StageProcess, committed_offsets, read_records, wait_until,
-};
+use testkit::{StageProcess, committed_offsets, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 fn audit(org: i64, actor: &str, i: usize) -> Event<AuditEvent> {

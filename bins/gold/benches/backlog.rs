@@ -7,18 +7,14 @@
 //! backlog (default 160,000 rows; the smaller is a quarter, and both exceed the fetch buffer). Gold runs with its defaults
 //! (8 MiB fetch buffer, 500 records per partition in flight) and Redis for dedupe.
 
-use std::{
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{Days, Utc};
 use envelope::{Codec, Date, Event, Money, RegistryClient, payload::silver::ProcessedRow};
 use testkit::{
-    Broker,
+    Broker, StageProcess,
     bench::{fill, passthrough, rss_kib},
-    counter_total, create_stage_topics, create_topics, free_port,
+    create_stage_topics, create_topics,
     pg::TestSchema,
 };
 use topics::{PartitionKey, Topic, partition_for};
@@ -40,15 +36,6 @@ struct Round {
     peak_kib: u64,
     /// Resident memory when a quarter, half, three quarters and all of the backlog were done.
     quartiles_kib: Vec<u64>,
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn round(rows: usize) -> Round {
@@ -96,56 +83,33 @@ async fn round(rows: usize) -> Round {
     let bare = passthrough(&b, "silver.data.processed", "bench.out", rows).await;
 
     let schema = TestSchema::create("gold_bench").await.expect("schema");
-    let port = free_port().expect("port");
-    let log = std::fs::File::create(dir.path().join("gold.log")).expect("log");
-    let gold = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_gold"))
-            .env("KAFKA_BOOTSTRAP_SERVERS", &b)
-            .env("SCHEMA_REGISTRY_URL", &registry)
-            .env("GOLD_DATABASE_URL", schema.url())
-            .env("GOLD_FLUSH_INTERVAL_SECS", "0")
-            .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUN_REPORT_SECS", "0")
+    let gold = StageProcess::spawn(
+        env!("CARGO_BIN_EXE_gold"),
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", b.clone()),
+            ("SCHEMA_REGISTRY_URL", registry.clone()),
+            ("GOLD_DATABASE_URL", schema.url()),
+            ("GOLD_FLUSH_INTERVAL_SECS", "0".to_owned()),
+            ("RUN_REPORT_SECS", "0".to_owned()),
             // event_id dedupe in Redis, as in production (ids of this run only, short TTL).
-            .env("REDIS_URL", "redis://127.0.0.1:6379")
-            .env("DEDUPE_TTL_SECS", "600")
-            .env("LOG_FORMAT", "json")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("gold starts"),
-    );
-    let pid = gold.0.id();
-    let count = move |name: &'static str| {
-        tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
-    };
+            ("REDIS_URL", "redis://127.0.0.1:6379".to_owned()),
+            ("DEDUPE_TTL_SECS", "600".to_owned()),
+        ],
+        &dir.path().join("gold.log"),
+    )
+    .expect("gold starts");
+    let pid = gold.pid().expect("gold runs");
     // Timed from the first record in (start-up and group join excluded, as for the bare
-    // loop); memory sampled every 20 ms.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count(runtime::metrics::MESSAGES_IN).await.unwrap_or(0.0) == 0.0 {
-        assert!(Instant::now() < deadline, "gold never consumed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let start = Instant::now();
-    let mut last_report = Instant::now();
+    // loop); memory sampled at the quartiles.
     let mut quartiles_kib = Vec::new();
-    loop {
-        let done = count(runtime::metrics::PROCESSED).await.unwrap_or(0.0);
+    let gold_elapsed = testbed::drain(gold.metrics_port(), rows, "gold", |done| {
         while quartiles_kib.len() < 4
             && done >= rows as f64 * (quartiles_kib.len() + 1) as f64 / 4.0
         {
             quartiles_kib.push(rss_kib(pid).map_or(0, |(now, _)| now));
         }
-        if done >= rows as f64 {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  gold: {done:.0} of {rows} rows");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let gold_elapsed = start.elapsed();
+    })
+    .await;
     let (_, peak_kib) = rss_kib(pid).expect("gold's /proc status");
     drop(gold);
     schema.drop().await;

@@ -5,11 +5,16 @@
 //!
 //! Used only as a dev-dependency (it builds on `testkit`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use envelope::{Codec, Event, Payload};
 use rdkafka::{Message, producer::FutureProducer};
-use testkit::{Broker, client_config, create_stage_topics, pg::TestSchema, read_records};
+use testkit::{
+    Broker, client_config, counter_total, create_stage_topics, pg::TestSchema, read_records,
+};
 use topics::Topic;
 
 /// A stage's test platform (see the module docs).
@@ -95,4 +100,37 @@ impl TestBed {
         }
         out
     }
+}
+
+/// Time a stage process (metrics on `port`) draining a backlog of `rows` records: from its
+/// first record in (start-up, migrations and group join excluded) until it has processed
+/// them all. `on_poll(done)` runs at every poll (every 10 ms; e.g. to sample memory), and a
+/// progress line goes to stderr every 10 s. Panics if nothing arrives within two minutes.
+pub async fn drain(port: u16, rows: usize, what: &str, mut on_poll: impl FnMut(f64)) -> Duration {
+    let count = move |name: &'static str| async move { tokio_count(port, name).await };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(runtime::metrics::MESSAGES_IN).await == 0.0 {
+        assert!(Instant::now() < deadline, "{what} never consumed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let done = count(runtime::metrics::PROCESSED).await;
+        on_poll(done);
+        if done >= rows as f64 {
+            return start.elapsed();
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {what}: {done:.0} of {rows}");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn tokio_count(port: u16, name: &'static str) -> f64 {
+    tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
+        .await
+        .unwrap_or(0.0)
 }
