@@ -73,6 +73,16 @@ pub struct Args {
     /// Seconds between progress lines on stderr.
     #[arg(long, env = "CONNECTOR_PROGRESS_SECS", default_value_t = 2)]
     pub progress_secs: u64,
+    /// Simulator: before each pass's rows, publish on config.changes a booking per simulated
+    /// campaign (pacing and margin vary: some under-, some over-pace) and an in-app channel
+    /// per org (channel/inbox), only what the topic does not hold yet. `false` to skip.
+    #[arg(
+        long,
+        env = "SIM_PUBLISH_CONFIG",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub publish_config: bool,
     /// Rows awaiting the broker's acknowledgement at most.
     #[arg(long, env = "CONNECTOR_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: usize,

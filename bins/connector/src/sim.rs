@@ -25,7 +25,13 @@ use std::{
 };
 
 use chrono::{NaiveDate, TimeDelta, Utc};
-use envelope::payload::common::DspType;
+use envelope::{
+    Date, Money,
+    payload::{
+        common::{Booking, DspType},
+        config::{ChannelDefinition, ChannelKind, ConfigItem},
+    },
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
@@ -742,6 +748,115 @@ fn crm_fields(rng: &mut StdRng, cfg: &SimConfig, org: &Org, i: usize, date: Naiv
     )
 }
 
+/// How a simulated booking relates to the simulated delivery, so the demo's pacing and margin
+/// vary: about 100 % pacing; booked 1.6× what is delivered (pacing ~62 %: under); 0.65×
+/// (pacing ~150 %: over); or a flight ending on the last simulated day with revenue only 5 %
+/// above the media budget (margin falls below 15 % in the flight's last days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pacing {
+    /// Booked what is delivered.
+    OnTrack,
+    /// Booked more than is delivered.
+    Under,
+    /// Booked less than is delivered.
+    Over,
+    /// Delivered as booked, at a thin margin.
+    LowMargin,
+}
+
+/// A booking the simulator publishes on `config.changes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimBooking {
+    /// Organisation.
+    pub org_id: i64,
+    /// How it relates to the delivery.
+    pub pacing: Pacing,
+    /// The booking.
+    pub booking: Booking,
+}
+
+/// The bookings of `config`: one per simulated campaign and delivery DSP (each DSP reports
+/// the campaign under its own id, and gold joins bookings by that id), for the whole
+/// campaign. Flights start on the first simulated day and run twice the simulated days
+/// (ending on the last simulated day for [`Pacing::LowMargin`]); amounts follow the
+/// campaign's delivery profile and [`Pacing`], which cycles over campaigns and DSPs.
+pub fn bookings(config: &SimConfig) -> Vec<SimBooking> {
+    let delivery: Vec<DspType> = config
+        .dsps
+        .iter()
+        .copied()
+        .filter(|&d| d != DspType::Crm)
+        .collect();
+    let start = config.first_day();
+    let days = i64::from(config.days.max(1));
+    let mut out = Vec::new();
+    for org_id in 1..=u64::from(config.orgs) {
+        let org = Org::new(config.seed, org_id, config.campaigns_per_org);
+        for (i, c) in org.campaigns.iter().enumerate() {
+            for &dsp in &delivery {
+                let profile = [
+                    Pacing::OnTrack,
+                    Pacing::Under,
+                    Pacing::Over,
+                    Pacing::LowMargin,
+                ][(org_id as usize + i + slot(dsp)) % 4];
+                let (factor, end, markup) = match profile {
+                    Pacing::OnTrack => (1.0, add_days(config.end_date, days), c.markup),
+                    Pacing::Under => (1.6, add_days(config.end_date, days), c.markup),
+                    Pacing::Over => (0.65, add_days(config.end_date, days), c.markup),
+                    Pacing::LowMargin => (1.0, config.end_date, 1.05),
+                };
+                let flight_days = (end - start).num_days() as f64 + 1.0;
+                let daily = c.impressions.clamp(1_000.0, 500_000.0);
+                let booked = (daily * flight_days * factor).round();
+                let budget = booked / 1000.0 * c.cpm.clamp(1.0, 15.0);
+                let amount = |x: f64| format!("{x:.2}").parse::<Money>().unwrap_or(Money::ZERO);
+                out.push(SimBooking {
+                    org_id: org.id,
+                    pacing: profile,
+                    booking: Booking {
+                        campaign_id: c.ids(dsp).campaign.clone(),
+                        line_item_id: None,
+                        booked_impressions: booked as i64,
+                        booked_budget: amount(budget),
+                        booking_revenue: amount(budget * markup),
+                        flight_start: Date(start),
+                        flight_end: Date(end),
+                        currency: Some(org.currency.to_owned()),
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The in-app channel every simulated org gets (`channel/inbox`, audience `ops`), so alerts
+/// of the built-in rules (which name no channel) become in-app notifications.
+pub fn inbox() -> ChannelDefinition {
+    ChannelDefinition {
+        channel_id: "inbox".to_owned(),
+        kind: ChannelKind::InApp,
+        target: "ops".to_owned(),
+        secret_ref: None,
+        rate_limit_per_minute: None,
+        enabled: true,
+    }
+}
+
+/// Everything the simulator publishes on `config.changes` for `config`: per org, its
+/// bookings ([`bookings`]) and its in-app channel ([`inbox`]), as (org, item).
+pub fn config_items(config: &SimConfig) -> Vec<(i64, ConfigItem)> {
+    let mut items: Vec<(i64, ConfigItem)> = bookings(config)
+        .into_iter()
+        .map(|b| (b.org_id, ConfigItem::Booking(b.booking)))
+        .collect();
+    for org_id in 1..=i64::from(config.orgs) {
+        items.push((org_id, ConfigItem::ChannelDefinition(inbox())));
+    }
+    items
+}
+
 /// Index of a delivery DSP in [`Org::accounts`] and [`Campaign::ids`] (CRM maps to DV360).
 fn slot(dsp: DspType) -> usize {
     match dsp {
@@ -894,6 +1009,40 @@ mod tests {
             Ok(Value::Object(map)) => map,
             other => panic!("not a JSON object: {other:?} in {row:?}"),
         }
+    }
+
+    #[test]
+    fn bookings_cover_every_delivered_campaign_with_varied_pacing_and_margin() {
+        let cfg = config(7, 0.0);
+        let bookings = bookings(&cfg);
+        let delivered: BTreeSet<(i64, String)> = rows(&cfg)
+            .iter()
+            .filter(|r| r.dsp_type != "crm" && !r.footer)
+            .filter_map(|r| {
+                let o = object(r);
+                ["Insertion Order ID", "Campaign ID", "campaign_id"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_str))
+                    .map(|c| (r.org_id, c.to_owned()))
+            })
+            .collect();
+        let booked: BTreeSet<(i64, String)> = bookings
+            .iter()
+            .map(|b| (b.org_id, b.booking.campaign_id.clone()))
+            .collect();
+        assert_eq!(booked, delivered, "one booking per delivered campaign id");
+        let kinds: BTreeSet<Pacing> = bookings.iter().map(|b| b.pacing).collect();
+        assert_eq!(kinds.len(), 4, "every pacing profile appears");
+        for b in &bookings {
+            let k = &b.booking;
+            assert!(k.flight_start <= k.flight_end);
+            assert!(k.booked_impressions > 0);
+            assert!(k.booking_revenue > k.booked_budget);
+            assert_eq!(k.flight_start.0, cfg.first_day());
+        }
+        let items = config_items(&cfg);
+        assert_eq!(items.len(), bookings.len() + cfg.orgs as usize);
+        assert_eq!(bookings, super::bookings(&cfg), "deterministic");
     }
 
     #[test]
