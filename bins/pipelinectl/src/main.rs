@@ -3,7 +3,10 @@
 //! query and prune the audit trail.
 
 mod audit_cmd;
+mod config_check;
+mod config_cmd;
 mod dlq_cmd;
+mod k8s_cmd;
 mod output;
 mod schemas_cmd;
 mod status_cmd;
@@ -62,6 +65,11 @@ enum Command {
     Trace(trace_cmd::TraceArgs),
     /// Dead letters: inspect a topic's DLQ, replay chosen records to where they came from.
     Dlq(dlq_cmd::DlqArgs),
+    /// Bookings, rules, notification channels and org settings: versioned changes on
+    /// config.changes, validated before they are published, each with an audit record.
+    Config(config_cmd::ConfigArgs),
+    /// Kubernetes resources generated from topic-config.yaml (Strimzi topics and users).
+    K8s(k8s_cmd::K8sArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +117,8 @@ async fn main() -> ExitCode {
         Command::Status(args) => status_cmd::run(&cli.global, args).await,
         Command::Trace(args) => trace_cmd::run(&cli.global, args).await,
         Command::Dlq(args) => dlq_cmd::run(&cli.global, args).await,
+        Command::Config(args) => config_cmd::run(&cli.global, args).await,
+        Command::K8s(args) => k8s_cmd::run(&cli.global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
