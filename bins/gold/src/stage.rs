@@ -39,7 +39,7 @@ use envelope::{
         silver::{ProcessedRow, QualityVerdict},
     },
 };
-use runtime::{Outputs, Position, ProcessError, Processor, Tick};
+use runtime::{Outputs, ProcessError, Processor, Tick};
 use rust_decimal::Decimal;
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -164,7 +164,7 @@ impl Gold {
         e: Event<ProcessedRow>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
-        let at = position(out)?;
+        let at = out.input_position()?;
         let store = self.store()?;
         let org_id = e.metadata.org_id;
         let row = e.payload;
@@ -220,7 +220,7 @@ impl Gold {
         e: Event<ConfigChange>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
-        let at = position(out)?;
+        let at = out.input_position()?;
         let store = self.store()?;
         let ConfigItem::Booking(booking) = &e.payload.change else {
             store.skip(at).await?;
@@ -322,15 +322,6 @@ impl Day {
             }
         }
     }
-}
-
-fn position(out: &Outputs<'_>) -> Result<Position, ProcessError> {
-    out.position().ok_or_else(|| {
-        ProcessError::permanent(
-            "GOLD_NO_POSITION",
-            "gold needs the input's offset to count it once",
-        )
-    })
 }
 
 impl Processor for Gold {

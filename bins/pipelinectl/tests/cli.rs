@@ -1,28 +1,15 @@
 //! `pipelinectl` end to end: the real binary against a real Tansu broker and an in-process
 //! schema registry, each on a free port.
 
-use std::{process::Output, time::Duration};
+mod common;
+
+use common::{pipelinectl, text};
+
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use schemas::CompatibilityLevel;
 use testkit::{Broker, client_config};
-
-fn pipelinectl(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pipelinectl"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .env_remove("SCHEMA_REGISTRY_URL")
-        .output()
-        .expect("pipelinectl runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn partitions(bootstrap: &str) -> std::collections::BTreeMap<String, usize> {
     let c: BaseConsumer = client_config(bootstrap).create().expect("client");

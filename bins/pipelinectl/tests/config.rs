@@ -5,6 +5,10 @@
 //! rule changes with a replayed older version ends with the same stored rules as a second
 //! evaluator that reads the topic from the beginning on a fresh store.
 
+mod common;
+
+use common::text;
+
 use std::{process::Output, sync::Arc, time::Duration};
 
 use envelope::{
@@ -118,14 +122,6 @@ impl Setup {
         }
         out
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `(key, version, status)` of each row a write printed.

@@ -3,6 +3,10 @@
 //! replays them after the fix (they flow through, once each) or while they keep failing (the
 //! loop guard stops them after `--max-replays`).
 
+mod common;
+
+use common::{pipelinectl, text};
+
 use std::{
     collections::HashMap,
     process::Output,
@@ -169,32 +173,6 @@ impl Setup {
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&out)))
     }
-}
-
-fn pipelinectl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pipelinectl"));
-    cmd.args(args);
-    for var in [
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "SCHEMA_REGISTRY_URL",
-        "DLQ_CODE",
-        "DLQ_ORG",
-        "DLQ_SINCE",
-        "DLQ_UNTIL",
-        "DLQ_LIMIT",
-        "DLQ_MAX_REPLAYS",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.output().expect("pipelinectl runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn rows(v: &Value) -> &Vec<Value> {

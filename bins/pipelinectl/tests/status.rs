@@ -1,7 +1,11 @@
 //! `pipelinectl status` end to end: the real binary against a real Tansu broker, with a
 //! group's offsets committed by a plain rdkafka consumer.
 
-use std::{process::Output, time::Duration};
+mod common;
+
+use common::{pipelinectl, text};
+
+use std::time::Duration;
 
 use rdkafka::{
     Offset, TopicPartitionList,
@@ -11,23 +15,6 @@ use rdkafka::{
 use serde_json::Value;
 use testkit::{Broker, client_config};
 use topics::{ConsumerGroup, Topic};
-
-fn pipelinectl(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pipelinectl"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .env_remove("SCHEMA_REGISTRY_URL")
-        .output()
-        .expect("pipelinectl runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Produce `n` records to `topic`/`partition`, one acknowledgement at a time (so Tansu's
 /// high watermark is exact).

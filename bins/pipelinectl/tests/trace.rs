@@ -1,7 +1,11 @@
 //! `pipelinectl trace` end to end: the real binary against a real Tansu broker and an
 //! in-process schema registry, over records shaped as the stages write them.
 
-use std::{process::Output, time::Duration};
+mod common;
+
+use common::{pipelinectl, text};
+
+use std::time::Duration;
 
 use envelope::{
     Codec, Event, RegistryClient, Source,
@@ -16,23 +20,6 @@ use schemas::CompatibilityLevel;
 use serde_json::Value;
 use testkit::{Broker, client_config};
 use topics::Topic;
-
-fn pipelinectl(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pipelinectl"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .env_remove("SCHEMA_REGISTRY_URL")
-        .output()
-        .expect("pipelinectl runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn raw_row(row_index: i32) -> RawReport {
     RawReport {

@@ -28,7 +28,7 @@ use envelope::{
         gold::AggregateReady,
     },
 };
-use runtime::{Outputs, Position, ProcessError, Processor, Tick};
+use runtime::{Outputs, ProcessError, Processor, Tick};
 use topics::{ConsumerGroup, Topic};
 
 use crate::{
@@ -90,7 +90,7 @@ impl RuleEvaluator {
         e: Event<AggregateReady>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
-        let at = position(out)?;
+        let at = out.input_position()?;
         let org_id = e.metadata.org_id;
         let entity = EntityKey::of(org_id, &e.payload);
         let (mut state, stored) = self.store.load(at, &entity).await?;
@@ -132,7 +132,7 @@ impl RuleEvaluator {
         e: Event<ConfigChange>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
-        let at = position(out)?;
+        let at = out.input_position()?;
         let ConfigItem::RuleDefinition(definition) = &e.payload.change else {
             self.store.skip(at).await?;
             return Ok(());
@@ -189,15 +189,6 @@ pub fn org_rules(org_id: i64, stored: Vec<StoredRule>) -> Vec<Rule> {
         }
     }
     rules
-}
-
-fn position(out: &Outputs<'_>) -> Result<Position, ProcessError> {
-    out.position().ok_or_else(|| {
-        ProcessError::permanent(
-            "RULES_NO_POSITION",
-            "the rule evaluator needs the input's offset to count it once",
-        )
-    })
 }
 
 impl Processor for RuleEvaluator {

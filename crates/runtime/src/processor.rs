@@ -362,6 +362,17 @@ impl<'a> Outputs<'a> {
         self.position
     }
 
+    /// Where the input was read, for a stage that stores it with its state (gold, the rule
+    /// evaluator); an error (to the DLQ) where there is none.
+    pub fn input_position(&self) -> Result<Position, ProcessError> {
+        self.position.ok_or_else(|| {
+            ProcessError::permanent(
+                "NO_INPUT_POSITION",
+                "this stage counts each input once by its offset, and the input has none",
+            )
+        })
+    }
+
     /// With the stage's dedupe store (for [`Outputs::seen_key`]).
     pub fn with_store(mut self, dedupe: &'a Dedupe, metrics: &'a Metrics) -> Outputs<'a> {
         self.store = Some((dedupe, metrics));
