@@ -11,21 +11,19 @@
 //! With the runtime's Redis dedupe on, the same run measured 9,449 rows/s (13.2 % of the
 //! baseline); off, 35,701 rows/s (52.6 %): two Redis round trips per record were the limit.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use audit_writer::store::AuditStore;
 use envelope::{
-    Codec, Event, RegistryClient, Source, Timestamp,
+    Event, Source, Timestamp,
     payload::{
         audit::{AuditCategory, AuditEvent, Outcome},
         common::{Actor, ActorType, EntityRef, EntityType},
     },
 };
-use testkit::{Broker, StageProcess, bench::fill, create_stage_topics, pg::TestSchema};
-use topics::{PartitionKey, Topic, partition_for};
+use testbed::TestBed;
+use testkit::{StageProcess, pg::TestSchema};
+use topics::Topic;
 
 /// One audit event of org `i % 50`, in the shape stages emit (a data decision with details).
 fn event(i: usize) -> Event<AuditEvent> {
@@ -81,26 +79,25 @@ async fn baseline(events: &[Event<AuditEvent>]) -> Duration {
     elapsed
 }
 
-/// The audit-writer binary on the backlog already in audit.events.
-async fn writer(b: &str, registry: &str, rows: usize, log: &std::path::Path) -> Duration {
-    let schema = TestSchema::create("audit_bench").await.expect("schema");
+/// The audit-writer binary on the backlog already in audit.events (into the bed's schema).
+async fn writer(bed: &TestBed, rows: usize) -> Duration {
+    let mut env = bed.stage_env();
+    env.extend([
+        ("AUDIT_DATABASE_URL", bed.schema.url()),
+        ("REDIS_URL", "redis://127.0.0.1:6379".to_owned()),
+        ("DEDUPE_TTL_SECS", "600".to_owned()),
+    ]);
     let writer = StageProcess::spawn(
         env!("CARGO_BIN_EXE_audit-writer"),
-        &[
-            ("KAFKA_BOOTSTRAP_SERVERS", b.to_owned()),
-            ("SCHEMA_REGISTRY_URL", registry.to_owned()),
-            ("AUDIT_DATABASE_URL", schema.url()),
-            ("RUN_REPORT_SECS", "0".to_owned()),
-            ("REDIS_URL", "redis://127.0.0.1:6379".to_owned()),
-            ("DEDUPE_TTL_SECS", "600".to_owned()),
-        ],
-        log,
+        &env,
+        &bed.dir.path().join("audit-writer.log"),
     )
     .expect("audit-writer starts");
     let elapsed = testbed::drain(writer.metrics_port(), rows, "audit-writer", |_| {}).await;
-    let store = AuditStore::connect(&schema.url()).await.expect("connect");
+    let store = AuditStore::connect(&bed.schema.url())
+        .await
+        .expect("connect");
     assert_eq!(store.count().await.expect("count"), rows as i64);
-    schema.drop().await;
     elapsed
 }
 
@@ -114,39 +111,17 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let broker = Broker::start_memory().expect("broker");
-        let b = broker.bootstrap();
-        create_stage_topics(&b, &[Topic::AuditEvents])
+        let bed = TestBed::start("audit_bench", &[Topic::AuditEvents])
             .await
-            .expect("topics");
-        let dir = tempfile::tempdir().expect("dir");
-        let registry = schema_registry::spawn_local(dir.path())
-            .await
-            .expect("registry");
-        let codec = Arc::new(Codec::new(
-            RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
-        ));
-        codec.register(Topic::AuditEvents).await.expect("register");
+            .expect("test bed");
         let events: Vec<_> = (0..rows).map(event).collect();
-        let partitions = Topic::AuditEvents.spec().partitions;
-        let records: Vec<(i32, String, Vec<u8>)> = events
-            .iter()
-            .map(|e| {
-                (
-                    partition_for(PartitionKey::Org(e.metadata.org_id), partitions),
-                    e.record_key(),
-                    codec.encode(e).expect("encode"),
-                )
-            })
-            .collect();
         eprintln!("filling audit.events with {rows} events...");
-        fill(&b, "audit.events", &records).await;
+        bed.fill(&events).await;
 
         eprintln!("baseline: batched inserts...");
         let base = baseline(&events).await;
         eprintln!("audit-writer on the backlog...");
-        let log = dir.path().join("audit-writer.log");
-        let writer = writer(&b, &registry, rows, &log).await;
+        let writer = writer(&bed, rows).await;
 
         let rate = |d: Duration| rows as f64 / d.as_secs_f64();
         println!(
@@ -159,5 +134,6 @@ fn main() {
             rate(base),
             100.0 * rate(writer) / rate(base)
         );
+        bed.schema.drop().await;
     });
 }

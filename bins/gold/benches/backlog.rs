@@ -7,17 +7,17 @@
 //! backlog (default 160,000 rows; the smaller is a quarter, and both exceed the fetch buffer). Gold runs with its defaults
 //! (8 MiB fetch buffer, 500 records per partition in flight) and Redis for dedupe.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{Days, Utc};
-use envelope::{Codec, Date, Event, Money, RegistryClient, payload::silver::ProcessedRow};
+use envelope::{Date, Event, Money, payload::silver::ProcessedRow};
+use testbed::TestBed;
 use testkit::{
-    Broker, StageProcess,
-    bench::{fill, passthrough, rss_kib},
-    create_stage_topics, create_topics,
-    pg::TestSchema,
+    StageProcess,
+    bench::{passthrough, rss_kib},
+    create_topics,
 };
-use topics::{PartitionKey, Topic, partition_for};
+use topics::Topic;
 
 /// One row of org `i % 50`, campaign `i % 20`, a distinct entity and one of 28 days.
 fn row(i: usize) -> Event<ProcessedRow> {
@@ -39,11 +39,8 @@ struct Round {
 }
 
 async fn round(rows: usize) -> Round {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    let partitions = |t: Topic| i32::try_from(t.spec().partitions).expect("partitions");
-    create_stage_topics(
-        &b,
+    let bed = TestBed::start(
+        "gold_bench",
         &[
             Topic::SilverDataProcessed,
             Topic::ConfigChanges,
@@ -51,51 +48,28 @@ async fn round(rows: usize) -> Round {
         ],
     )
     .await
-    .expect("topics");
-    create_topics(&b, &[("bench.out", partitions(Topic::SilverDataProcessed))])
+    .expect("test bed");
+    let b = &bed.bootstrap;
+    let partitions = i32::try_from(Topic::SilverDataProcessed.spec().partitions).expect("p");
+    create_topics(b, &[("bench.out", partitions)])
         .await
         .expect("topics");
+    bed.fill((0..rows).map(row)).await;
 
-    let dir = tempfile::tempdir().expect("dir");
-    let registry = schema_registry::spawn_local(dir.path())
-        .await
-        .expect("registry");
-    let codec = Arc::new(Codec::new(
-        RegistryClient::new(&registry, None, Duration::from_secs(5)).expect("client"),
-    ));
-    codec
-        .register(Topic::SilverDataProcessed)
-        .await
-        .expect("register");
-    let n = partitions(Topic::SilverDataProcessed);
-    let records: Vec<(i32, String, Vec<u8>)> = (0..rows)
-        .map(|i| {
-            let e = row(i);
-            (
-                partition_for(PartitionKey::Org(e.metadata.org_id), n as u32),
-                e.record_key(),
-                codec.encode(&e).expect("encode"),
-            )
-        })
-        .collect();
-    fill(&b, "silver.data.processed", &records).await;
+    let bare = passthrough(b, "silver.data.processed", "bench.out", rows).await;
 
-    let bare = passthrough(&b, "silver.data.processed", "bench.out", rows).await;
-
-    let schema = TestSchema::create("gold_bench").await.expect("schema");
+    let mut env = bed.stage_env();
+    env.extend([
+        ("GOLD_DATABASE_URL", bed.schema.url()),
+        ("GOLD_FLUSH_INTERVAL_SECS", "0".to_owned()),
+        // event_id dedupe in Redis, as in production (ids of this run only, short TTL).
+        ("REDIS_URL", "redis://127.0.0.1:6379".to_owned()),
+        ("DEDUPE_TTL_SECS", "600".to_owned()),
+    ]);
     let gold = StageProcess::spawn(
         env!("CARGO_BIN_EXE_gold"),
-        &[
-            ("KAFKA_BOOTSTRAP_SERVERS", b.clone()),
-            ("SCHEMA_REGISTRY_URL", registry.clone()),
-            ("GOLD_DATABASE_URL", schema.url()),
-            ("GOLD_FLUSH_INTERVAL_SECS", "0".to_owned()),
-            ("RUN_REPORT_SECS", "0".to_owned()),
-            // event_id dedupe in Redis, as in production (ids of this run only, short TTL).
-            ("REDIS_URL", "redis://127.0.0.1:6379".to_owned()),
-            ("DEDUPE_TTL_SECS", "600".to_owned()),
-        ],
-        &dir.path().join("gold.log"),
+        &env,
+        &bed.dir.path().join("gold.log"),
     )
     .expect("gold starts");
     let pid = gold.pid().expect("gold runs");
@@ -112,7 +86,7 @@ async fn round(rows: usize) -> Round {
     .await;
     let (_, peak_kib) = rss_kib(pid).expect("gold's /proc status");
     drop(gold);
-    schema.drop().await;
+    bed.schema.drop().await;
     Round {
         rows,
         bare,

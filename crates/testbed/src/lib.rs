@@ -6,6 +6,7 @@
 //! Used only as a dev-dependency (it builds on `testkit`).
 
 use std::{
+    borrow::Borrow,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -15,7 +16,7 @@ use rdkafka::{Message, producer::FutureProducer};
 use testkit::{
     Broker, client_config, counter_total, create_stage_topics, pg::TestSchema, read_records,
 };
-use topics::Topic;
+use topics::{Topic, partition_for};
 
 /// A stage's test platform (see the module docs).
 pub struct TestBed {
@@ -83,6 +84,24 @@ impl TestBed {
         runtime::testing::produce_event(&self.producer, &self.codec, event)
             .await
             .expect("the test bed's broker takes the event");
+    }
+
+    /// Fill `P`'s topic with `events` as a backlog (encoded, keyed and partitioned as a
+    /// stage would, produced many at a time), for benchmarks.
+    pub async fn fill<P: Payload, E: Borrow<Event<P>>>(&self, events: impl IntoIterator<Item = E>) {
+        let partitions = P::TOPIC.spec().partitions;
+        let records: Vec<(i32, String, Vec<u8>)> = events
+            .into_iter()
+            .map(|e| {
+                let e = e.borrow();
+                (
+                    partition_for(e.partition_key(), partitions),
+                    e.record_key(),
+                    self.codec.encode(e).expect("the test bed's events encode"),
+                )
+            })
+            .collect();
+        testkit::bench::fill(&self.bootstrap, P::TOPIC.name(), &records).await;
     }
 
     /// Every event of `P`'s topic so far, read from the start for up to `within`.
