@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Env, alert, channel, config, count, spawn_sender, start_hooks};
+use common::{Env, alert, channel, config, spawn_sender, start_hooks};
 use envelope::{
     Event, Id, Ratio,
     payload::{
@@ -81,13 +81,10 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
     )
     .await
     .expect("test bed");
-    let (b, registry, codec, schema, dir) = (
-        bed.bootstrap.clone(),
-        bed.registry.clone(),
-        bed.codec.clone(),
-        &bed.schema,
-        &bed.dir,
-    );
+    let b = bed.bootstrap.clone();
+    let codec = bed.codec.clone();
+    let schema = &bed.schema;
+    let dir = &bed.dir;
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).expect("secrets dir");
     std::fs::write(secrets.join("hook-token"), format!("{HOOK_SECRET}\n")).expect("secret");
@@ -96,14 +93,7 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
     let (http, hooks) = start_hooks(2, &[("/hook/a", HOOK_SECRET)]).await;
     let smtp = SmtpSink::start().await.expect("smtp sink");
 
-    let env = Env {
-        bootstrap: b.clone(),
-        registry: registry.clone(),
-        database: schema.url(),
-        smtp: smtp.url(),
-        secrets,
-        log: dir.path().join("notification-sender.log"),
-    };
+    let env = Env::new(&bed, smtp.url(), &secrets);
     let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
 
     // Channels of two orgs. Both have an "ops-hook": ids are per org. Org A's e-mail
@@ -255,13 +245,11 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
     wait_until(
         Duration::from_secs(90),
         "both orgs' channels stored",
-        || {
-            count(
-                admin,
-                &s,
-                "notify_channels WHERE channel_id = 'ops-inapp'",
-                2,
-            )
+        || async {
+            schema
+                .count("notify_channels WHERE channel_id = 'ops-inapp'")
+                .await
+                == Some(2)
         },
     )
     .await
@@ -386,8 +374,7 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
-    sender.0.kill().expect("SIGKILL");
-    sender.0.wait().expect("reaped");
+    sender.kill();
     let accepted_at_kill = hooks.lock().expect("hooks").accepted.len();
     let mails_at_kill = smtp.messages().len();
     // What the first run recorded as sent: none of it may ever be sent again. (A sent-record

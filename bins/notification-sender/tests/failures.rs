@@ -19,7 +19,7 @@ use axum::{
     http::{StatusCode, Uri},
     routing::post,
 };
-use common::{Env, alert, channel, config, count, spawn_sender};
+use common::{Env, alert, channel, config, spawn_sender};
 use envelope::{Event, payload::alerts::Alert, payload::config::ChannelKind};
 use rdkafka::{Message, message::Headers, producer::FutureRecord};
 use testbed::TestBed;
@@ -82,13 +82,10 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
     )
     .await
     .expect("test bed");
-    let (b, registry, codec, schema, dir) = (
-        bed.bootstrap.clone(),
-        bed.registry.clone(),
-        bed.codec.clone(),
-        &bed.schema,
-        &bed.dir,
-    );
+    let b = bed.bootstrap.clone();
+    let codec = bed.codec.clone();
+    let schema = &bed.schema;
+    let dir = &bed.dir;
 
     let peer: Shared = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -102,14 +99,7 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
     // Refuses the first two messages with 451: the third attempt gets through.
     let smtp = SmtpSink::start_refusing(2).await.expect("smtp sink");
 
-    let env = Env {
-        bootstrap: b.clone(),
-        registry,
-        database: schema.url(),
-        smtp: smtp.url(),
-        secrets: dir.path().to_owned(),
-        log: dir.path().join("notification-sender.log"),
-    };
+    let env = Env::new(&bed, smtp.url(), dir.path());
     let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
 
     use ChannelKind::{Email, Webhook};
@@ -133,8 +123,8 @@ async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is
     let _sender = spawn_sender(&env, &[("NOTIFY_CHANNEL_ATTEMPTS", "3")]);
     let admin = schema.admin();
     let s = schema.name().to_owned();
-    wait_until(Duration::from_secs(90), "channels stored", || {
-        count(admin, &s, "notify_channels", 5)
+    wait_until(Duration::from_secs(90), "channels stored", || async {
+        schema.count("notify_channels").await == Some(5)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Env, channel, config, count, spawn_sender, start_hooks};
+use common::{Env, channel, config, spawn_sender, start_hooks};
 use envelope::{
     Event,
     payload::{
@@ -53,24 +53,14 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     )
     .await
     .expect("test bed");
-    let (b, registry, codec, schema, dir) = (
-        bed.bootstrap.clone(),
-        bed.registry.clone(),
-        bed.codec.clone(),
-        &bed.schema,
-        &bed.dir,
-    );
+    let b = bed.bootstrap.clone();
+    let codec = bed.codec.clone();
+    let schema = &bed.schema;
+    let dir = &bed.dir;
     let (http, hooks) = start_hooks(2, &[]).await;
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).expect("secrets dir");
-    let env = Env {
-        bootstrap: b.clone(),
-        registry: registry.clone(),
-        database: schema.url(),
-        smtp: "smtp://127.0.0.1:1".into(),
-        secrets,
-        log: dir.path().join("notification-sender.log"),
-    };
+    let env = Env::new(&bed, "smtp://127.0.0.1:1".into(), &secrets);
     let log = || std::fs::read_to_string(&env.log).unwrap_or_default();
 
     // Org 1's channels: a webhook and an in-app inbox. The built-in rules name no channel,
@@ -96,9 +86,11 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     ] {
         bed.produce(&config(1, 1, ConfigOp::Upsert, item)).await;
     }
-    wait_until(Duration::from_secs(60), "org 1's channels stored", || {
-        count(schema.admin(), schema.name(), "notify_channels", 2)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "org 1's channels stored",
+        || async { schema.count("notify_channels").await == Some(2) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
 
@@ -125,8 +117,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     })
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
-    sender.0.kill().expect("SIGKILL");
-    sender.0.wait().expect("reaped");
+    sender.kill();
     let _sender = spawn_sender(&env, &[]);
 
     let expected: BTreeSet<(i64, String, String)> = THRESHOLD_ALERTS
@@ -138,11 +129,9 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
         "five alerts on the webhook and in the inbox",
         || {
             let hooks = hooks.clone();
-            let admin = schema.admin();
-            let name = schema.name().to_owned();
             async move {
                 hooks.lock().expect("hooks").accepted.len() == 5
-                    && count(admin, &name, "notify_in_app", 5).await
+                    && schema.count("notify_in_app").await == Some(5)
             }
         },
     )
@@ -206,19 +195,8 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
         rule("org1.reach", Metric::Impressions, Comparator::Gt, "5000"),
     ))
     .await;
-    let stored = format!(
-        "SELECT count(*) FROM {}.rules_definitions WHERE org_id = 1",
-        schema.name()
-    );
-    wait_until(Duration::from_secs(30), "the rule stored", || {
-        let stored = stored.clone();
-        let admin = schema.admin();
-        async move {
-            admin
-                .query_one(&stored, &[])
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) == 1)
-        }
+    wait_until(Duration::from_secs(30), "the rule stored", || async {
+        schema.count("rules_definitions WHERE org_id = 1").await == Some(1)
     })
     .await
     .expect("rule stored");
@@ -245,7 +223,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
             .contains_key(&idempotency_key(&new[0].payload, "ops-webhook").to_string())
     );
     assert!(
-        count(schema.admin(), schema.name(), "notify_in_app", 5).await,
+        schema.count("notify_in_app").await == Some(5),
         "the new rule names the webhook only"
     );
     assert_eq!(raised.len(), 6, "no other alert");

@@ -182,20 +182,11 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
     ] {
         bed.produce(&change).await;
     }
-    let stored = format!(
-        "SELECT count(*) FROM {}.rules_definitions WHERE org_id = 1",
-        schema.name()
-    );
-    wait_until(Duration::from_secs(30), "the rule changes stored", || {
-        let stored = stored.clone();
-        let admin = schema.admin();
-        async move {
-            admin
-                .query_one(&stored, &[])
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) == 2)
-        }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the rule changes stored",
+        || async { schema.count("rules_definitions WHERE org_id = 1").await == Some(2) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", stage.log()));
     let mut next = pacing(1, "c-new", DAY, 0, "70");

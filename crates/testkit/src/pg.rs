@@ -49,6 +49,16 @@ impl TestSchema {
         &self.admin
     }
 
+    /// `SELECT count(*) FROM <schema>.<from>`, e.g. `count("rules_definitions WHERE org_id =
+    /// 1")`; `None` while the table does not exist yet (the stage has not migrated).
+    pub async fn count(&self, from: &str) -> Option<i64> {
+        self.admin
+            .query_one(&format!("SELECT count(*) FROM {}.{from}", self.name), &[])
+            .await
+            .ok()
+            .map(|r| r.get(0))
+    }
+
     /// Drop the schema and everything in it.
     pub async fn drop(self) {
         if let Err(e) = self

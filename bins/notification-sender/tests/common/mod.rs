@@ -1,10 +1,9 @@
-//! Helpers the notification-sender binary tests share: events to produce, the binary as a
-//! child process killed on drop, the webhook peer, and small PostgreSQL queries.
+//! Helpers the notification-sender binary tests share: events to produce, the binary on a
+//! test bed, and the webhook peer.
 #![allow(dead_code)]
 
 use std::{
     collections::{BTreeMap, HashMap},
-    process::{Child, Command},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,6 +16,9 @@ use axum::{
     routing::post,
 };
 
+use testbed::TestBed;
+use testkit::StageProcess;
+
 use envelope::{
     Event, Id, Ratio, Source, Timestamp,
     payload::{
@@ -25,16 +27,6 @@ use envelope::{
         config::{ChannelDefinition, ChannelKind, ConfigChange, ConfigItem, ConfigOp},
     },
 };
-
-/// The stage process, killed if the test ends early.
-pub(crate) struct KillOnDrop(pub(crate) Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 pub(crate) fn source(service: &str) -> Source {
     Source {
@@ -122,58 +114,43 @@ pub(crate) fn alert(org: i64, n: i64, channels: &[&str]) -> Event<Alert> {
     )
 }
 
-/// Where the binary finds its peers.
+/// How the binary runs on a test bed: its environment and its log file.
 pub(crate) struct Env {
-    pub(crate) bootstrap: String,
-    pub(crate) registry: String,
-    pub(crate) database: String,
-    pub(crate) smtp: String,
-    pub(crate) secrets: std::path::PathBuf,
+    pub(crate) vars: Vec<(&'static str, String)>,
     pub(crate) log: std::path::PathBuf,
 }
 
-/// Start the binary on `env`, with `extra` environment variables on top of the defaults.
-pub(crate) fn spawn_sender(env: &Env, extra: &[(&str, &str)]) -> KillOnDrop {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&env.log)
-        .expect("log");
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_notification-sender"))
-            .env("KAFKA_BOOTSTRAP_SERVERS", &env.bootstrap)
-            .env("SCHEMA_REGISTRY_URL", &env.registry)
-            .env("NOTIFY_DATABASE_URL", &env.database)
-            .env("NOTIFY_SMTP_URL", &env.smtp)
-            .env("NOTIFY_SMTP_FROM", "adpipe <alerts@adpipe.invalid>")
-            .env("NOTIFY_SECRETS_DIR", &env.secrets)
-            .env("NOTIFY_CHANNEL_BACKOFF_MS", "50")
-            .env("NOTIFY_CHANNEL_BACKOFF_MAX_MS", "500")
-            .env("NOTIFY_REQUEST_TIMEOUT_MS", "5000")
-            .env("METRICS_LISTEN", "127.0.0.1:0")
-            .env("RUN_REPORT_SECS", "0")
-            .env("DLQ_BREAKER_WINDOW", "0")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(extra.iter().copied())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("notification-sender starts"),
-    )
+impl Env {
+    /// The sender on `bed`, mailing through `smtp`, reading secrets from `secrets`, with
+    /// short retry delays.
+    pub(crate) fn new(bed: &TestBed, smtp: String, secrets: &std::path::Path) -> Env {
+        let mut vars = bed.stage_env();
+        vars.extend([
+            ("NOTIFY_DATABASE_URL", bed.schema.url()),
+            ("NOTIFY_SMTP_URL", smtp),
+            (
+                "NOTIFY_SMTP_FROM",
+                "adpipe <alerts@adpipe.invalid>".to_owned(),
+            ),
+            ("NOTIFY_SECRETS_DIR", secrets.display().to_string()),
+            ("NOTIFY_CHANNEL_BACKOFF_MS", "50".to_owned()),
+            ("NOTIFY_CHANNEL_BACKOFF_MAX_MS", "500".to_owned()),
+            ("NOTIFY_REQUEST_TIMEOUT_MS", "5000".to_owned()),
+            ("DLQ_BREAKER_WINDOW", "0".to_owned()),
+        ]);
+        Env {
+            vars,
+            log: bed.dir.path().join("notification-sender.log"),
+        }
+    }
 }
 
-/// Whether `SELECT count(*) FROM <schema>.<from>` is `n` (false while the table is missing).
-pub(crate) async fn count(
-    admin: &tokio_postgres::Client,
-    schema: &str,
-    from: &str,
-    n: i64,
-) -> bool {
-    admin
-        .query_one(&format!("SELECT count(*) FROM {schema}.{from}"), &[])
-        .await
-        .is_ok_and(|r| r.get::<_, i64>(0) == n)
+/// Start the binary on `env`, with `extra` environment variables on top.
+pub(crate) fn spawn_sender(env: &Env, extra: &[(&'static str, &str)]) -> StageProcess {
+    let mut vars = env.vars.clone();
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    StageProcess::spawn(env!("CARGO_BIN_EXE_notification-sender"), &vars, &env.log)
+        .expect("notification-sender starts")
 }
 
 /// One call the HTTP server received.
