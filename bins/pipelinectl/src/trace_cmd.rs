@@ -14,6 +14,7 @@ use rdkafka::{
     error::KafkaError,
     message::Headers,
 };
+use runtime::processor::headers;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -36,7 +37,7 @@ pub(crate) struct TraceArgs {
 }
 
 /// Headers that carry the id, also under a prefix (`dlq.original.correlation_id`).
-const ID_HEADERS: [&str; 2] = ["correlation_id", "ce_id"];
+const ID_HEADERS: [&str; 2] = [headers::CORRELATION_ID, headers::ID];
 
 /// Whether header `key` is one of [`ID_HEADERS`], possibly prefixed.
 fn is_id_header(key: &str) -> bool {
@@ -379,10 +380,10 @@ async fn decode(global: &Global, id: &str, found: Vec<Found>) -> (Vec<TraceRecor
             topic: f.topic.clone(),
             partition: f.partition,
             offset: f.offset,
-            source: m.service.or_else(|| header("ce_source")),
-            ce_type: header("ce_type").or(m.event_type),
-            event_id: header("ce_id").or(m.event_id),
-            correlation_id: header("correlation_id").or(m.correlation_id),
+            source: m.service.or_else(|| header(headers::SOURCE)),
+            ce_type: header(headers::TYPE).or(m.event_type),
+            event_id: header(headers::ID).or(m.event_id),
+            correlation_id: header(headers::CORRELATION_ID).or(m.correlation_id),
             causation_id: m.causation_id,
             org_id: m.org_id,
             matched_by: f.matched_by,

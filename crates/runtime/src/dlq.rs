@@ -30,31 +30,27 @@ pub mod headers {
     pub const REPLAY_COUNT: &str = "adpipe.replay.count";
 }
 
-/// Headers an input record carries into its dead letter, unchanged: its CloudEvents
-/// attributes, correlation id and trace (so `pipelinectl trace` finds it and a replay sends
-/// them on), and the loop guard's replay count.
-pub const CARRIED: &[&str] = &[
-    "ce_specversion",
-    "ce_id",
-    "ce_type",
-    "ce_source",
-    "ce_time",
-    "correlation_id",
-    "traceparent",
-    headers::REPLAY_COUNT,
-];
+/// The name of a header an input record carries into its dead letter, unchanged: its event
+/// headers ([`crate::processor::headers::ALL`]: so `pipelinectl trace` finds it and a replay
+/// sends them on), and the loop guard's replay count; `None` for any other header.
+pub fn carried_name(name: &str) -> Option<&'static str> {
+    crate::processor::headers::ALL
+        .into_iter()
+        .chain([headers::REPLAY_COUNT])
+        .find(|h| *h == name)
+}
 
-/// The [`CARRIED`] headers among an input record's `(name, value)` headers (the first of
-/// each name; values as UTF-8, lossily).
+/// The carried headers ([`carried_name`]) among an input record's `(name, value)` headers
+/// (the first of each name; values as UTF-8, lossily).
 pub fn carried<'a>(
     input: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
 ) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = Vec::new();
     for (name, value) in input {
-        let Some(wanted) = CARRIED.iter().find(|c| **c == name) else {
+        let Some(wanted) = carried_name(name) else {
             continue;
         };
-        if out.iter().any(|(n, _)| n == wanted) {
+        if out.iter().any(|(n, _)| *n == wanted) {
             continue;
         }
         if let Some(v) = value {

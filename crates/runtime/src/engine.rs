@@ -879,7 +879,7 @@ async fn dead_letter<P: Processor>(
         timestamp,
     );
     // The input's CloudEvents headers and the loop guard's replay count travel into its
-    // dead letter (`dlq::CARRIED`).
+    // dead letter (`dlq::carried_name`).
     if let Some(h) = msg.headers() {
         headers.extend(crate::dlq::carried(h.iter().map(|h| (h.key, h.value))));
     }

@@ -279,6 +279,35 @@ pub fn traceparent(m: &EventMetadata) -> String {
     format!("00-{trace}-{span}-01")
 }
 
+/// Header names of every record a stage produces: the CloudEvents (Kafka binding)
+/// attributes, the correlation id and the W3C trace context.
+pub mod headers {
+    /// `ce_specversion` (always `1.0`).
+    pub const SPECVERSION: &str = "ce_specversion";
+    /// `ce_id`: the event id.
+    pub const ID: &str = "ce_id";
+    /// `ce_type`: the event type.
+    pub const TYPE: &str = "ce_type";
+    /// `ce_source`: the producing service.
+    pub const SOURCE: &str = "ce_source";
+    /// `ce_time`: the event time.
+    pub const TIME: &str = "ce_time";
+    /// The correlation id (one report pull or user action).
+    pub const CORRELATION_ID: &str = "correlation_id";
+    /// The W3C `traceparent`.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// All of them, in the order they are written.
+    pub const ALL: [&str; 7] = [
+        SPECVERSION,
+        ID,
+        TYPE,
+        SOURCE,
+        TIME,
+        CORRELATION_ID,
+        TRACEPARENT,
+    ];
+}
+
 /// One record ready to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
@@ -458,13 +487,16 @@ impl<'a> Outputs<'a> {
             key: event.record_key(),
             value,
             headers: vec![
-                ("ce_specversion", "1.0".to_owned()),
-                ("ce_id", m.event_id.to_string()),
-                ("ce_type", m.event_type.clone()),
-                ("ce_source", m.source.service.clone()),
-                ("ce_time", m.timestamp.to_string()),
-                ("correlation_id", m.correlation_id.to_string()),
-                ("traceparent", m.traceparent.clone().unwrap_or_default()),
+                (headers::SPECVERSION, "1.0".to_owned()),
+                (headers::ID, m.event_id.to_string()),
+                (headers::TYPE, m.event_type.clone()),
+                (headers::SOURCE, m.source.service.clone()),
+                (headers::TIME, m.timestamp.to_string()),
+                (headers::CORRELATION_ID, m.correlation_id.to_string()),
+                (
+                    headers::TRACEPARENT,
+                    m.traceparent.clone().unwrap_or_default(),
+                ),
             ],
         });
         Ok(())
