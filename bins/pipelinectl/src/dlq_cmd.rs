@@ -434,6 +434,12 @@ enum Decoded {
 
 const PREVIEW_BYTES: usize = 32;
 
+/// Where a dead letter came from, as a table cell: `topic/partition/offset`.
+fn origin(topic: &str, partition: impl std::fmt::Display, offset: Option<i64>) -> String {
+    let offset = offset.map(|o| o.to_string()).unwrap_or_default();
+    format!("{topic}/{partition}/{offset}")
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -539,12 +545,7 @@ async fn inspect(global: &Global, a: &InspectArgs) -> Result<(), Failure> {
             vec![
                 r.partition.to_string(),
                 r.offset.to_string(),
-                format!(
-                    "{}/{}/{}",
-                    r.original_topic,
-                    r.original_partition,
-                    r.original_offset.map(|o| o.to_string()).unwrap_or_default()
-                ),
+                origin(&r.original_topic, r.original_partition, r.original_offset),
                 r.stage.clone(),
                 r.code.clone(),
                 r.org.clone(),
@@ -838,12 +839,7 @@ async fn replay(global: &Global, a: &ReplayArgs) -> Result<(), Failure> {
                 vec![
                     r.partition.to_string(),
                     r.offset.to_string(),
-                    format!(
-                        "{}/{}/{}",
-                        r.original_topic,
-                        r.original_partition,
-                        r.original_offset.map(|o| o.to_string()).unwrap_or_default()
-                    ),
+                    origin(&r.original_topic, r.original_partition, r.original_offset),
                     r.org.clone(),
                     r.code.clone(),
                     r.replay_count.to_string(),

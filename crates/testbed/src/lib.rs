@@ -126,16 +126,15 @@ impl TestBed {
 /// them all. `on_poll(done)` runs at every poll (every 10 ms; e.g. to sample memory), and a
 /// progress line goes to stderr every 10 s. Panics if nothing arrives within two minutes.
 pub async fn drain(port: u16, rows: usize, what: &str, mut on_poll: impl FnMut(f64)) -> Duration {
-    let count = move |name: &'static str| async move { tokio_count(port, name).await };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count(runtime::metrics::MESSAGES_IN).await == 0.0 {
+    while counter(port, runtime::metrics::MESSAGES_IN).await == 0.0 {
         assert!(Instant::now() < deadline, "{what} never consumed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let start = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let done = count(runtime::metrics::PROCESSED).await;
+        let done = counter(port, runtime::metrics::PROCESSED).await;
         on_poll(done);
         if done >= rows as f64 {
             return start.elapsed();
@@ -148,7 +147,8 @@ pub async fn drain(port: u16, rows: usize, what: &str, mut on_poll: impl FnMut(f
     }
 }
 
-async fn tokio_count(port: u16, name: &'static str) -> f64 {
+/// Counter `name` of the stage on `port` (0 when it does not answer), off the async threads.
+async fn counter(port: u16, name: &'static str) -> f64 {
     tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
         .await
         .unwrap_or(0.0)
