@@ -1,8 +1,10 @@
 //! Idempotency by `event_id` (and by keys a stage chooses, see [`key_id`]): Redis
 //! (`SET NX EX`) when configured, a bounded in-memory set otherwise. An id is marked only
 //! after its outputs were acknowledged; until then it is *pending*, which this process also
-//! counts as seen. A Redis outage degrades to at-least-once (the event is processed again)
-//! with a warning and a metric.
+//! counts as seen. Lookups and marks take batches (one pipelined Redis round trip each), and
+//! the ids this process marked are also kept in a bounded local set in front of Redis. A
+//! Redis outage degrades to at-least-once (the event is processed again) with a warning and
+//! a metric.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -16,6 +18,9 @@ use envelope::Id;
 #[derive(Debug)]
 pub struct Dedupe {
     store: Store,
+    /// Ids marked by this process, most recent first out of the window last: the whole store
+    /// in memory mode, a cache in front of Redis otherwise.
+    recent: Mutex<Recent>,
     pending: Mutex<HashSet<Id>>,
 }
 
@@ -29,11 +34,11 @@ pub fn key_id(key: &str) -> Id {
 /// The backing store.
 #[derive(Debug)]
 enum Store {
-    /// In this process, the most recent `capacity` ids.
-    Memory(Mutex<Recent>),
+    /// Only this process's [`Recent`] set.
+    Memory,
     /// In Redis under `<prefix>:<event_id>` with a TTL.
     Redis {
-        /// Connection (reconnects by itself).
+        /// Connection (reconnects by itself; concurrent requests share one pipeline).
         conn: redis::aio::ConnectionManager,
         /// Key prefix, e.g. `adpipe:dedupe:silver-processor`.
         prefix: String,
@@ -50,6 +55,19 @@ struct Recent {
     ids: HashSet<Id>,
 }
 
+impl Recent {
+    fn insert(&mut self, id: Id) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > self.capacity
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
 /// The dedupe store could not answer (the caller proceeds at-least-once).
 #[derive(Debug, thiserror::Error)]
 #[error("dedupe store unavailable: {0}")]
@@ -57,43 +75,24 @@ pub struct DedupeUnavailable(pub String);
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Ids marked by this process kept in front of Redis (about 4 MiB).
+const REDIS_LOCAL_CACHE: usize = 65_536;
+
 impl Dedupe {
-    fn with(store: Store) -> Dedupe {
+    fn with(store: Store, capacity: usize) -> Dedupe {
         Dedupe {
             store,
+            recent: Mutex::new(Recent {
+                capacity: capacity.max(1),
+                ..Recent::default()
+            }),
             pending: Mutex::new(HashSet::new()),
         }
     }
 
     /// An in-memory store of at most `capacity` ids.
     pub fn memory(capacity: usize) -> Dedupe {
-        Dedupe::with(Store::Memory(Mutex::new(Recent {
-            capacity: capacity.max(1),
-            ..Recent::default()
-        })))
-    }
-
-    /// Note `id` as in flight: [`Dedupe::seen`] reports it until [`Dedupe::mark`] stores it.
-    pub fn reserve(&self, id: Id) {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id);
-    }
-
-    fn pending(&self, id: Id) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&id)
-    }
-
-    /// Forget that `id` is in flight (its event failed).
-    pub fn release(&self, id: Id) {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+        Dedupe::with(Store::Memory, capacity)
     }
 
     /// A Redis store.
@@ -104,73 +103,112 @@ impl Dedupe {
             redis::aio::ConnectionManager::new(client),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer within 5 s"))??;
-        Ok(Dedupe::with(Store::Redis { conn, prefix, ttl }))
+        .map_err(|_| anyhow::anyhow!("Redis did not answer within 5 s"))??;
+        Ok(Dedupe::with(
+            Store::Redis { conn, prefix, ttl },
+            REDIS_LOCAL_CACHE,
+        ))
+    }
+
+    /// Note `id` as in flight: [`Dedupe::seen`] reports it until [`Dedupe::mark`] stores it
+    /// (or [`Dedupe::release`] forgets it).
+    pub fn reserve(&self, id: Id) {
+        lock(&self.pending).insert(id);
+    }
+
+    /// Forget that `id` is in flight (its event failed).
+    pub fn release(&self, id: Id) {
+        lock(&self.pending).remove(&id);
+    }
+
+    /// Whether this process has `id` in flight or marked it done (no store round trip).
+    pub fn seen_locally(&self, id: Id) -> bool {
+        lock(&self.pending).contains(&id) || lock(&self.recent).ids.contains(&id)
     }
 
     /// Whether `id` was already processed (or is in flight in this process).
     pub async fn seen(&self, id: Id) -> Result<bool, DedupeUnavailable> {
-        if self.pending(id) {
-            return Ok(true);
+        Ok(self.seen_many(&[id]).await?[0])
+    }
+
+    /// For each id, whether it was already processed (or is in flight in this process): the
+    /// ids not known locally are looked up in one round trip.
+    pub async fn seen_many(&self, ids: &[Id]) -> Result<Vec<bool>, DedupeUnavailable> {
+        let mut seen: Vec<bool> = ids.iter().map(|id| self.seen_locally(*id)).collect();
+        let Store::Redis { conn, prefix, .. } = &self.store else {
+            return Ok(seen);
+        };
+        let ask: Vec<usize> = (0..ids.len()).filter(|i| !seen[*i]).collect();
+        if ask.is_empty() {
+            return Ok(seen);
         }
-        match &self.store {
-            Store::Memory(m) => Ok(lock(m).ids.contains(&id)),
-            Store::Redis { conn, prefix, .. } => {
-                let mut conn = conn.clone();
-                let key = format!("{prefix}:{id}");
-                let mut cmd = redis::cmd("EXISTS");
-                cmd.arg(&key);
-                let fut = cmd.query_async::<i64>(&mut conn);
-                match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
-                    Ok(Ok(n)) => Ok(n > 0),
-                    Ok(Err(e)) => Err(DedupeUnavailable(e.to_string())),
-                    Err(_) => Err(DedupeUnavailable("timed out".to_owned())),
-                }
-            }
+        let mut cmd = redis::cmd("MGET");
+        for i in &ask {
+            cmd.arg(format!("{prefix}:{}", ids[*i]));
         }
+        let mut conn = conn.clone();
+        let found: Vec<Option<String>> = answer(cmd.query_async(&mut conn)).await?;
+        for (i, f) in ask.into_iter().zip(found) {
+            seen[i] = f.is_some();
+        }
+        Ok(seen)
     }
 
     /// Remember `id` as processed (and no longer in flight).
     pub async fn mark(&self, id: Id) -> Result<(), DedupeUnavailable> {
-        let stored = self.store(id).await;
-        self.release(id);
-        stored
+        self.mark_many(&[id]).await
     }
 
-    async fn store(&self, id: Id) -> Result<(), DedupeUnavailable> {
-        match &self.store {
-            Store::Memory(m) => {
-                let mut r = lock(m);
-                if r.ids.insert(id) {
-                    r.order.push_back(id);
-                    if r.order.len() > r.capacity
-                        && let Some(old) = r.order.pop_front()
-                    {
-                        r.ids.remove(&old);
-                    }
-                }
-                Ok(())
-            }
+    /// Remember `ids` as processed (and no longer in flight), in one round trip.
+    pub async fn mark_many(&self, ids: &[Id]) -> Result<(), DedupeUnavailable> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let stored = match &self.store {
+            Store::Memory => Ok(()),
             Store::Redis { conn, prefix, ttl } => {
-                let mut conn = conn.clone();
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(format!("{prefix}:{id}"))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(ttl.as_secs().max(1));
-                let fut = cmd.query_async::<Option<String>>(&mut conn);
-                match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(DedupeUnavailable(e.to_string())),
-                    Err(_) => Err(DedupeUnavailable("timed out".to_owned())),
+                let mut pipe = redis::pipe();
+                for id in ids {
+                    pipe.cmd("SET")
+                        .arg(format!("{prefix}:{id}"))
+                        .arg(1)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(ttl.as_secs().max(1))
+                        .ignore();
                 }
+                let mut conn = conn.clone();
+                answer(pipe.query_async::<()>(&mut conn)).await
+            }
+        };
+        // Kept locally either way: this process will not process them again while it
+        // remembers them, even if Redis missed the write.
+        {
+            let mut recent = lock(&self.recent);
+            for id in ids {
+                recent.insert(*id);
             }
         }
+        let mut pending = lock(&self.pending);
+        for id in ids {
+            pending.remove(id);
+        }
+        stored
     }
 }
 
-fn lock(m: &Mutex<Recent>) -> std::sync::MutexGuard<'_, Recent> {
+/// A Redis answer within [`REDIS_TIMEOUT`].
+async fn answer<T>(
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, DedupeUnavailable> {
+    match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(DedupeUnavailable(e.to_string())),
+        Err(_) => Err(DedupeUnavailable("timed out".to_owned())),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -204,7 +242,10 @@ mod tests {
         );
         d.mark(id).await.expect("mark");
         assert!(d.seen(id).await.expect("memory"));
-        assert!(!d.pending(id), "no longer pending once stored");
+        assert!(
+            !lock(&d.pending).contains(&id),
+            "no longer pending once stored"
+        );
     }
 
     #[tokio::test]
@@ -218,5 +259,35 @@ mod tests {
         d.mark(id).await.expect("mark");
         assert!(d.seen(id).await.expect("redis"));
         d.mark(id).await.expect("marking twice is fine");
+    }
+
+    #[tokio::test]
+    async fn redis_lookups_and_marks_take_batches() {
+        let prefix = format!("adpipe:test:{}", Id::new());
+        let d = Dedupe::redis(
+            "redis://127.0.0.1:6379",
+            prefix.clone(),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("Redis at 127.0.0.1:6379 is running");
+        let ids: Vec<Id> = (0..5).map(|_| Id::new()).collect();
+        d.mark_many(&ids[..2]).await.expect("mark");
+        d.reserve(ids[2]);
+        assert_eq!(
+            d.seen_many(&ids).await.expect("redis"),
+            [true, true, true, false, false]
+        );
+        // A second process (no local memory) sees the marks in Redis, not the reservation.
+        let other = Dedupe::redis("redis://127.0.0.1:6379", prefix, Duration::from_secs(60))
+            .await
+            .expect("Redis");
+        assert_eq!(
+            other.seen_many(&ids).await.expect("redis"),
+            [true, true, false, false, false]
+        );
+        d.mark_many(&ids[2..]).await.expect("mark");
+        assert_eq!(other.seen_many(&ids).await.expect("redis"), [true; 5]);
+        assert!(lock(&d.pending).is_empty(), "marking ends the reservation");
     }
 }

@@ -17,6 +17,7 @@ use std::{
 };
 
 use envelope::{Codec, Source, Timestamp};
+use futures::FutureExt as _;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::{
     ClientConfig, Message, Offset,
@@ -485,29 +486,58 @@ async fn worker<P: Processor>(
     while taking(open) || !inflight.is_empty() {
         tokio::select! {
             biased;
-            done = inflight.next(), if !inflight.is_empty() => match done {
-                Some(Some(c)) => complete(&shared, c, &processed, &topic, partition).await,
+            done = inflight.next(), if !inflight.is_empty() => {
+                // Every completion that is ready joins one batch: one round trip marks them
+                // all, then the last offset is stored.
+                let mut batch = Vec::new();
+                let mut ended = false;
+                match done {
+                    Some(Some(c)) => batch.push(c),
+                    _ => ended = true,
+                }
+                while !ended && batch.len() < BATCH {
+                    match inflight.next().now_or_never() {
+                        Some(Some(Some(c))) => batch.push(c),
+                        Some(Some(None)) => ended = true,
+                        _ => break,
+                    }
+                }
+                complete(&shared, batch, &processed, &topic, partition).await;
                 // Stopping before the writes were acknowledged: leave the rest for redelivery.
-                _ => return,
-            },
+                if ended {
+                    return;
+                }
+            }
             msg = rx.recv(), if taking(open) && inflight.len() < max => match msg {
                 Some(msg) => {
-                    if shared.stopping.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if shared.health.breaker_open.load(Ordering::Relaxed) {
-                        continue; // not taken: redelivered after the stage restarts
-                    }
-                    match prepare(&shared, msg).await {
-                        Some((f, dead)) => {
-                            let f = in_transaction(&shared, f, &topic, partition);
-                            // Counted as decided, not as acknowledged: with writes in flight,
-                            // a breaker fed by acks would open only after a whole
-                            // `max_in_flight_per_partition` of dead letters was started.
-                            note_outcome(&shared, dead);
-                            inflight.push_back(f);
+                    // The records already queued join this one (up to the in-flight limit):
+                    // decoded first, their event ids looked up in one round trip.
+                    let mut batch = vec![msg];
+                    let room = (max - inflight.len()).min(BATCH);
+                    while batch.len() < room {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
                         }
-                        None => return,
+                    }
+                    for (msg, ahead) in look_ahead(&shared, batch).await {
+                        if shared.stopping.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if shared.health.breaker_open.load(Ordering::Relaxed) {
+                            break; // not taken: redelivered after the stage restarts
+                        }
+                        match prepare(&shared, msg, ahead).await {
+                            Some((f, dead)) => {
+                                let f = in_transaction(&shared, f, &topic, partition);
+                                // Counted as decided, not as acknowledged: with writes in
+                                // flight, a breaker fed by acks would open only after a whole
+                                // `max_in_flight_per_partition` of dead letters was started.
+                                note_outcome(&shared, dead);
+                                inflight.push_back(f);
+                            }
+                            None => return,
+                        }
                     }
                 }
                 None => open = false,
@@ -516,37 +546,96 @@ async fn worker<P: Processor>(
     }
 }
 
-/// The writes of a record are acknowledged: mark its event, store its offset, time it.
+/// Records taken (and completions marked) together at most, per partition.
+const BATCH: usize = 256;
+
+/// The writes of consecutive records are acknowledged: mark their events in one round trip,
+/// store the last offset, time them.
 async fn complete<P: Processor>(
     shared: &Shared<P>,
-    c: Completion,
+    batch: Vec<Completion>,
     processed: &Counter,
     topic: &str,
     partition: i32,
 ) {
+    let Some(last) = batch.last() else {
+        return;
+    };
     // In transactional mode the offset and marks went to the transaction instead (see
     // `in_transaction`); they take effect when it commits.
     if shared.txn.is_none() {
-        if let Some(id) = c.mark {
-            for id in c.keys.iter().copied().chain(P::DEDUPE.then_some(id)) {
-                if let Err(e) = shared.dedupe.mark(id).await {
-                    shared.metrics.dedupe_unavailable.inc();
-                    tracing::warn!(error = %e, "could not mark the event done; a redelivery would be processed again");
-                }
-            }
+        let ids: Vec<envelope::Id> = batch
+            .iter()
+            .filter_map(|c| c.mark.map(|id| (id, &c.keys)))
+            .flat_map(|(id, keys)| keys.iter().copied().chain(P::DEDUPE.then_some(id)))
+            .collect();
+        if let Err(e) = shared.dedupe.mark_many(&ids).await {
+            shared.metrics.dedupe_unavailable.inc();
+            tracing::warn!(error = %e, records = batch.len(), "could not mark events done; a redelivery would be processed again");
         }
-        if let Err(e) = shared.consumer.store_offset(topic, partition, c.offset) {
+        if let Err(e) = shared.consumer.store_offset(topic, partition, last.offset) {
             // The partition was revoked meanwhile: the new owner reprocesses; dedupe skips it.
             tracing::debug!(error = %e, topic, partition, "offset not stored");
         }
     }
-    if c.mark.is_some() {
-        processed.inc();
+    for c in &batch {
+        if c.mark.is_some() {
+            processed.inc();
+        }
+        shared
+            .metrics
+            .processing_seconds
+            .observe(c.start.elapsed().as_secs_f64());
     }
-    shared
-        .metrics
-        .processing_seconds
-        .observe(c.start.elapsed().as_secs_f64());
+}
+
+/// What [`look_ahead`] learnt about a record before its turn: the decoded input (none when
+/// decoding failed: [`prepare`] decodes again and dead-letters or waits) and whether the
+/// dedupe store knew its event id.
+struct Ahead<I> {
+    input: Option<I>,
+    stored: Option<Result<bool, crate::dedupe::DedupeUnavailable>>,
+}
+
+/// Decode a batch of one partition's records and look their event ids up in the dedupe store
+/// in one round trip (instead of one per record).
+async fn look_ahead<P: Processor>(
+    shared: &Shared<P>,
+    batch: Vec<OwnedMessage>,
+) -> Vec<(OwnedMessage, Ahead<P::Input>)> {
+    let mut out = Vec::with_capacity(batch.len());
+    for msg in batch {
+        let input = match Topic::from_name(msg.topic()) {
+            Some(topic) => {
+                P::Input::decode(&shared.codec, topic, msg.payload().unwrap_or_default())
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        out.push((
+            msg,
+            Ahead {
+                input,
+                stored: None,
+            },
+        ));
+    }
+    if P::DEDUPE && out.len() > 1 {
+        let ids: Vec<(usize, envelope::Id)> = out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, a))| a.input.as_ref().map(|x| (i, x.metadata().event_id)))
+            .collect();
+        let just: Vec<envelope::Id> = ids.iter().map(|(_, id)| *id).collect();
+        // On an error each record asks again on its turn (and counts the outage then).
+        if let Ok(seen) = shared.dedupe.seen_many(&just).await {
+            for ((i, _), s) in ids.into_iter().zip(seen) {
+                out[i].1.stored = Some(Ok(s));
+            }
+        }
+    }
+    out
 }
 
 /// In transactional mode, a record's writes run inside the open transaction (holding its
@@ -618,6 +707,7 @@ fn backoff(args: &RuntimeArgs, attempt: u32) -> Duration {
 async fn prepare<P: Processor>(
     shared: &Arc<Shared<P>>,
     msg: OwnedMessage,
+    mut ahead: Ahead<P::Input>,
 ) -> Option<(InFlight, bool)> {
     let start = Instant::now();
     let group = P::GROUP.name();
@@ -650,7 +740,11 @@ async fn prepare<P: Processor>(
     loop {
         attempt += 1;
         let bytes = msg.payload().unwrap_or_default();
-        let input = match P::Input::decode(&shared.codec, topic, bytes).await {
+        let decoded = match ahead.input.take() {
+            Some(i) => Ok(i),
+            None => P::Input::decode(&shared.codec, topic, bytes).await,
+        };
+        let input = match decoded {
             Ok(i) => i,
             Err(e) if e.retryable() => {
                 // The registry is down and the schema is not cached: wait, never drop.
@@ -674,14 +768,20 @@ async fn prepare<P: Processor>(
         // The event's span is attached to the futures that run for it, never entered across
         // an await: a guard held over an await leaks into other tasks on the thread.
         let span = tracing::info_span!("event", event_id = %meta.event_id, correlation_id = %meta.correlation_id, org_id = meta.org_id);
-        let seen = if P::DEDUPE {
+        // In flight or done in this process (an earlier record of the batch, say) is known
+        // here; otherwise the store's answer from the look-ahead, or a lookup now.
+        let seen = if !P::DEDUPE {
+            Ok(false)
+        } else if shared.dedupe.seen_locally(meta.event_id) {
+            Ok(true)
+        } else if let Some(stored) = ahead.stored.take() {
+            stored
+        } else {
             shared
                 .dedupe
                 .seen(meta.event_id)
                 .instrument(span.clone())
                 .await
-        } else {
-            Ok(false)
         };
         match seen {
             Ok(true) => {
@@ -696,6 +796,10 @@ async fn prepare<P: Processor>(
                     tracing::warn!(error = %e, "dedupe store unavailable; processing at-least-once")
                 });
             }
+        }
+        // In flight from here: a duplicate right behind it is skipped, not processed twice.
+        if P::DEDUPE {
+            shared.dedupe.reserve(meta.event_id);
         }
         let mut out = Outputs::new(&shared.codec, &meta, &shared.source)
             .with_store(&shared.dedupe, &shared.metrics)
@@ -728,7 +832,7 @@ async fn prepare<P: Processor>(
                 let f: InFlight = Box::pin(async move {
                     for work in deferred {
                         if let Err(e) = work.wait().instrument(span.clone()).await {
-                            for id in c.keys {
+                            for id in c.keys.into_iter().chain(P::DEDUPE.then_some(meta.event_id)) {
                                 shared.dedupe.release(id);
                             }
                             shared
@@ -747,7 +851,12 @@ async fn prepare<P: Processor>(
             }
             Err(e) => {
                 // Keys reserved by a failed attempt are not in flight any more.
-                for id in out.into_parts().1 {
+                for id in out
+                    .into_parts()
+                    .1
+                    .into_iter()
+                    .chain(P::DEDUPE.then_some(meta.event_id))
+                {
                     shared.dedupe.release(id);
                 }
                 shared

@@ -117,10 +117,8 @@ impl Txn {
         })
         .await??;
         drop(_all_writes_done);
-        for id in pending.marks {
-            if let Err(e) = dedupe.mark(id).await {
-                tracing::warn!(error = %e, "could not mark a committed event done");
-            }
+        if let Err(e) = dedupe.mark_many(&pending.marks).await {
+            tracing::warn!(error = %e, "could not mark committed events done");
         }
         Ok(moved)
     }
