@@ -52,6 +52,7 @@ pub struct AuditSettings {
     #[arg(
         long,
         env = "AUDIT_DATABASE_URL",
+        hide_env_values = true,
         default_value = "host=127.0.0.1 user=postgres dbname=postgres"
     )]
     pub database_url: String,

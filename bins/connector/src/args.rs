@@ -20,8 +20,14 @@ pub struct Args {
     )]
     pub bootstrap_servers: String,
     /// Schema registry URL (defaults to topic-config.yaml's `schema_registry.url`).
-    #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", hide_env_values = true)]
     pub schema_registry_url: Option<String>,
+    /// How the Kafka producer connects and logs in (TLS, SASL), as every stage does.
+    #[command(flatten)]
+    pub kafka: runtime::KafkaSecurity,
+    /// How the schema registry client logs in.
+    #[command(flatten)]
+    pub registry_auth: runtime::RegistryAuth,
     /// Log format: `pretty` for people, `json` for production.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,

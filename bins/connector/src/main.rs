@@ -29,9 +29,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if publish_config {
         registered.extend([Topic::ConfigChanges, Topic::AuditEvents]);
     }
-    let codec: Arc<Codec> =
-        runtime::codec(args.schema_registry_url.as_deref(), &registered).await?;
-    let producer: FutureProducer = runtime::producer(&args.bootstrap_servers)?;
+    let codec: Arc<Codec> = runtime::codec_with_auth(
+        args.schema_registry_url.as_deref(),
+        &args.registry_auth,
+        &registered,
+    )
+    .await?;
+    let producer: FutureProducer = runtime::secure_producer(&args.bootstrap_servers, &args.kafka)?;
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let source = Source {
         service: "connector".to_owned(),

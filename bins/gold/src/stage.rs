@@ -55,6 +55,7 @@ pub struct GoldSettings {
     #[arg(
         long,
         env = "GOLD_DATABASE_URL",
+        hide_env_values = true,
         default_value = "host=127.0.0.1 user=postgres dbname=postgres"
     )]
     pub database_url: String,

@@ -19,6 +19,7 @@ pub(crate) struct AuditArgs {
     #[arg(
         long,
         env = "AUDIT_DATABASE_URL",
+        hide_env_values = true,
         default_value = "host=127.0.0.1 user=postgres dbname=postgres"
     )]
     database_url: String,

@@ -18,7 +18,12 @@ pub struct Global {
     )]
     pub bootstrap_servers: String,
     /// Schema registry URL (defaults to topic-config.yaml's `schema_registry.url`).
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", global = true)]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub schema_registry_url: Option<String>,
     /// Schema registry basic auth as `user:password`.
     #[arg(

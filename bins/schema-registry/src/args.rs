@@ -14,7 +14,7 @@ pub struct Args {
     pub listen: String,
     /// Store schemas in PostgreSQL (e.g. `host=127.0.0.1 user=postgres dbname=adpipe`);
     /// otherwise in `--data-file`.
-    #[arg(long, env = "SCHEMA_REGISTRY_DATABASE_URL")]
+    #[arg(long, env = "SCHEMA_REGISTRY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Table that holds the state when `--database-url` is set.
     #[arg(

@@ -35,7 +35,7 @@ use crate::{
     metrics::{Labels, Metrics},
     processor::{Input, OutRecord, Outputs, Position, Processor, Tick},
     runs::{Run, system_cause},
-    settings::RuntimeArgs,
+    settings::{KafkaSecurity, RuntimeArgs},
     txn::Txn,
 };
 use envelope::payload::etl::RunStatus;
@@ -145,26 +145,40 @@ fn labels(stage: &str, topic: &str) -> Labels {
     vec![("stage", stage.to_owned()), ("topic", topic.to_owned())]
 }
 
-fn client_config(args: &RuntimeArgs) -> ClientConfig {
+fn client_config(args: &RuntimeArgs) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &args.bootstrap_servers);
-    c
+    args.kafka.apply(&mut c)?;
+    Ok(c)
 }
 
-/// adpipe's producer: idempotent, acks from all in-sync replicas, 5 ms linger for batching.
+/// adpipe's producer: idempotent, acks from all in-sync replicas, 5 ms linger for batching;
+/// plaintext (see [`secure_producer`]).
 pub fn producer(bootstrap_servers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(producer_config(bootstrap_servers).create()?)
+    secure_producer(bootstrap_servers, &KafkaSecurity::default())
+}
+
+/// [`producer`] logged in as `security` says (TLS, SASL).
+pub fn secure_producer(
+    bootstrap_servers: &str,
+    security: &KafkaSecurity,
+) -> anyhow::Result<FutureProducer> {
+    Ok(producer_config(bootstrap_servers, security)?.create()?)
 }
 
 /// The settings of [`producer`]; transactional mode adds its `transactional.id` (which
 /// implies idempotence).
-fn producer_config(bootstrap_servers: &str) -> ClientConfig {
+fn producer_config(
+    bootstrap_servers: &str,
+    security: &KafkaSecurity,
+) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap_servers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5");
-    c
+    security.apply(&mut c)?;
+    Ok(c)
 }
 
 /// Everything a running stage needs besides the processor.
@@ -202,7 +216,7 @@ pub async fn run_stage<P: Processor>(
         .start()
         .await
         .map_err(|e| e.context(format!("starting {group}")))?;
-    let mut cc = client_config(&args);
+    let mut cc = client_config(&args)?;
     for (k, v) in CONSUMER_DEFAULTS {
         cc.set(*k, *v);
     }
@@ -228,14 +242,14 @@ pub async fn run_stage<P: Processor>(
     consumer.subscribe(&names)?;
     let (producer, txn) = if args.transactional {
         let id = format!("{group}-{}", source.instance);
-        let producer: FutureProducer = producer_config(&args.bootstrap_servers)
+        let producer: FutureProducer = producer_config(&args.bootstrap_servers, &args.kafka)?
             .set("transactional.id", &id)
             .create()?;
         let txn = Txn::start(&producer, Duration::from_secs(30)).await?;
         tracing::info!(transactional_id = %id, "transactional mode");
         (producer, Some(txn))
     } else {
-        (producer(&args.bootstrap_servers)?, None)
+        (secure_producer(&args.bootstrap_servers, &args.kafka)?, None)
     };
     let shared = Arc::new(Shared {
         processor,

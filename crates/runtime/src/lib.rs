@@ -26,10 +26,10 @@ mod txn;
 
 use std::{sync::Arc, time::Duration};
 
-pub use engine::{Health, Parts, producer, run_stage};
+pub use engine::{Health, Parts, producer, run_stage, secure_producer};
 use envelope::{Codec, RegistryClient, Source};
 pub use processor::{Deferred, Input, OutRecord, Outputs, Position, ProcessError, Processor, Tick};
-pub use settings::RuntimeArgs;
+pub use settings::{KafkaSecurity, RegistryAuth, RuntimeArgs, Secret};
 
 /// What [`inputs!`] expands to refers to.
 #[doc(hidden)]
@@ -85,7 +85,13 @@ pub async fn parts<P: Processor>(processor: &P, args: &RuntimeArgs) -> anyhow::R
     if args.run_report_secs > 0 {
         outputs.push(topics::Topic::EtlExecution);
     }
-    let codec = codec(args.schema_registry_url.as_deref(), &outputs).await?;
+    args.kafka.check()?;
+    let codec = codec_with_auth(
+        args.schema_registry_url.as_deref(),
+        &args.registry_auth,
+        &outputs,
+    )
+    .await?;
     let group = P::GROUP.name();
     let dedupe = match &args.redis_url {
         Some(url) => {
@@ -117,11 +123,21 @@ pub async fn parts<P: Processor>(processor: &P, args: &RuntimeArgs) -> anyhow::R
 /// A codec on the schema registry at `url` (default: topic-config.yaml's) with the schemas of
 /// `outputs` registered.
 pub async fn codec(url: Option<&str>, outputs: &[topics::Topic]) -> anyhow::Result<Arc<Codec>> {
+    codec_with_auth(url, &RegistryAuth::default(), outputs).await
+}
+
+/// [`codec`] logging in to the registry as `auth` says.
+pub async fn codec_with_auth(
+    url: Option<&str>,
+    auth: &RegistryAuth,
+    outputs: &[topics::Topic],
+) -> anyhow::Result<Arc<Codec>> {
     let url = url.map_or_else(
         || topics::TopicConfig::embedded().schema_registry.url.clone(),
         str::to_owned,
     );
-    let registry = RegistryClient::new(&url, None, Duration::from_secs(10))?;
+    let (url, basic_auth) = auth.resolve(&url)?;
+    let registry = RegistryClient::new(&url, basic_auth, Duration::from_secs(10))?;
     let codec = Arc::new(Codec::new(registry));
     for topic in outputs {
         codec
