@@ -20,7 +20,11 @@ down: ## stop what `make up` started
 status: ## what runs, and how topics and schemas differ from the tree
 	@scripts/platform.sh status
 
-test: test-prereqs fmt-check lint unit ## the full gate: formatting, clippy -D warnings, every test
+test: test-prereqs fmt-check lint schema-gate unit ## the full gate: formatting, clippy -D warnings, the schema gate, every test
+
+.PHONY: schema-gate
+schema-gate: ## schemas/ must stay FULL_TRANSITIVE compatible with every committed version (offline)
+	$(CARGO) run -q --locked -p pipelinectl -- schemas check --history
 
 test-prereqs: ## install what the tests start (Tansu broker, Python registry client) into .local/
 	@scripts/test-prereqs.sh

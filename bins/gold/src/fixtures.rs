@@ -44,6 +44,7 @@ pub fn delivery_row(
             spend,
             revenue: None,
             currency: Some("USD".into()),
+            spend_usd: None,
             status: None,
             booking: None,
             quality: QualityScore {

@@ -85,9 +85,13 @@ enum SchemasCommand {
     /// Register every topic's value schema under `<topic>-value` and set each subject's
     /// compatibility level from topic-config.yaml (idempotent).
     Register,
-    /// Check every schema against the registry's latest version of its subject (exit 1 when
-    /// a schema would be refused).
-    Check,
+    /// Check every schema against the registry's latest version of its subject, or offline
+    /// against the versions committed to git (`--against REV`, `--history`: the CI gate).
+    /// Exit 1 when a schema would be refused, naming each breaking field and why.
+    Check(schemas_cmd::CheckArgs),
+    /// Every change between the schemas committed at a revision and the working tree's, in
+    /// plain words: which readers it breaks and why. Exit 1 when a change breaks readers.
+    Diff(schemas_cmd::DiffArgs),
 }
 
 /// Why a command ends unsuccessfully.
@@ -112,7 +116,10 @@ async fn main() -> ExitCode {
         Command::Topics(TopicsCommand::Apply) => topics_cmd::apply(&cli.global).await,
         Command::Topics(TopicsCommand::Diff) => topics_cmd::diff(&cli.global).await,
         Command::Schemas(SchemasCommand::Register) => schemas_cmd::register(&cli.global).await,
-        Command::Schemas(SchemasCommand::Check) => schemas_cmd::check(&cli.global).await,
+        Command::Schemas(SchemasCommand::Check(args)) => {
+            schemas_cmd::check(&cli.global, args).await
+        }
+        Command::Schemas(SchemasCommand::Diff(args)) => schemas_cmd::diff(&cli.global, args),
         Command::Audit(args) => audit_cmd::run(&cli.global, args).await,
         Command::Status(args) => status_cmd::run(&cli.global, args).await,
         Command::Trace(args) => trace_cmd::run(&cli.global, args).await,

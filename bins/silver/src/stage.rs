@@ -8,6 +8,7 @@
 //! | spend, revenue, budgets | decimals rounded to 2 places **half away from zero** (`12.345` → `12.35`, `12.344` → `12.34`), never floats. A currency symbol or ISO code around the number (`$1,234.50`, `EUR 12`) and thousands separators are accepted. Empty spend = `0.00`; empty revenue = none. Negative, non-numeric or absurd (over 10^12) amounts are *invalid*. |
 //! | dates | `2024-12-26`, `2024/12/26`, `2024-12-26T00:00:00` (time ignored) and US `12/26/2024`. Impossible dates (`2024-02-30`) are *invalid*. |
 //! | ids | trimmed; empty after trimming = missing. |
+//! | spend_usd | the source's own US-dollar cost when it reports one (TTD's `Partner Cost (USD)`, kept by bronze in `extra`), cast like spend. Optional: absent or unreadable leaves it empty and costs no quality points. |
 //! | status | case-insensitive: active/enabled/live/running → `active`; paused/inactive/on hold → `paused`; completed/ended/finished/archived → `completed`; anything else is *invalid* and left empty. |
 //!
 //! # Quality score (0..=100)
@@ -466,6 +467,7 @@ pub fn process_row(
         spend: Money::ZERO,
         revenue: None,
         currency: trim_id(row.currency.as_deref()).map(|c| c.to_ascii_uppercase()),
+        spend_usd: None,
         status,
         booking: None,
         quality: QualityScore {
@@ -533,6 +535,19 @@ fn cast_delivery(row: &CleanedRow, out: &mut ProcessedRow, a: &mut Assessment) {
     out.conversions = conversions;
     out.spend = spend;
     out.revenue = revenue;
+    out.spend_usd = spend_usd(row);
+}
+
+/// The bronze `extra` key of the source's US-dollar cost (TTD reports).
+pub const SPEND_USD_EXTRA: &str = "Partner Cost (USD)";
+
+/// `spend_usd`: optional, so a missing or unreadable value is `None` and scores nothing.
+fn spend_usd(row: &CleanedRow) -> Option<Money> {
+    cast_money(
+        "spend_usd",
+        row.extra.get(SPEND_USD_EXTRA).map(String::as_str),
+    )
+    .0
 }
 
 fn cast_booking(row: &CleanedRow, out: &mut ProcessedRow, a: &mut Assessment) {
@@ -762,6 +777,28 @@ mod tests {
     }
 
     #[test]
+    fn spend_usd_comes_from_the_sources_usd_cost_and_never_costs_points() {
+        let mut row = delivery();
+        row.extra
+            .insert(SPEND_USD_EXTRA.to_owned(), "1,337.2351".to_owned());
+        let out = run(&row);
+        assert_eq!(out.spend_usd, Some(money("1337.24")));
+        assert_eq!(out.quality.score, 100, "{:?}", out.quality);
+
+        row.extra
+            .insert(SPEND_USD_EXTRA.to_owned(), "n/a".to_owned());
+        let out = run(&row);
+        assert_eq!(out.spend_usd, None);
+        assert_eq!(out.quality.score, 100, "{:?}", out.quality);
+
+        row.extra
+            .insert(SPEND_USD_EXTRA.to_owned(), "lots".to_owned());
+        let out = run(&row);
+        assert_eq!(out.spend_usd, None);
+        assert_eq!(out.quality.score, 100, "{:?}", out.quality);
+    }
+
+    #[test]
     fn a_clean_row_passes_with_100() {
         let out = run(&delivery());
         assert_eq!(out.campaign_id, "1022334");
@@ -769,6 +806,7 @@ mod tests {
         assert_eq!(out.spend, money("1234.57"));
         assert_eq!(out.revenue, Some(money("1890.00")));
         assert_eq!(out.currency.as_deref(), Some("EUR"));
+        assert_eq!(out.spend_usd, None, "DV360 reports no USD cost");
         assert_eq!(out.date, day(2024, 12, 26));
         assert_eq!(out.entity.entity_type, EntityType::LineItem);
         assert_eq!(out.status, Some(CampaignStatus::Active));

@@ -36,6 +36,7 @@ fn sample() -> Event<ProcessedRow> {
         spend: money("1234.57"),
         revenue: Some(money("1890.00")),
         currency: Some("EUR".into()),
+        spend_usd: None,
         status: Some(CampaignStatus::Active),
         booking: None,
         quality: QualityScore {

@@ -8,7 +8,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Once, RwLock},
+    sync::{
+        Arc, Once, OnceLock, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use apache_avro::{Schema, reader::datum::GenericDatumReader, writer::datum::GenericDatumWriter};
@@ -31,6 +34,8 @@ struct Reader {
     relaxed: &'static Schema,
     record: String,
     canonical: String,
+    /// The standalone schema JSON, as registered.
+    json: String,
     direct: GenericDatumReader<'static>,
     writer: GenericDatumWriter<'static>,
 }
@@ -40,6 +45,41 @@ struct Writer {
     json: String,
     record: String,
     canonical: String,
+    /// Records decoded with this writer schema (see [`Codec::schema_usage`]).
+    decoded: AtomicU64,
+    /// The topic, `event_version` and deprecation of the first record decoded with it.
+    seen: OnceLock<(Topic, String, bool)>,
+}
+
+impl Writer {
+    fn new(schema: &'static Schema, json: String, record: String, canonical: String) -> Writer {
+        Writer {
+            schema,
+            json,
+            record,
+            canonical,
+            decoded: AtomicU64::new(0),
+            seen: OnceLock::new(),
+        }
+    }
+}
+
+/// How many records this codec decoded with one writer schema: who still writes which
+/// version of a topic's events (`adpipe_schema_version_in_use`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaUsage {
+    /// The topic the records were read from.
+    pub topic: Topic,
+    /// The writer's schema id in the registry.
+    pub schema_id: u32,
+    /// The `event_version` of the first record read with that schema (a producer writes one
+    /// contract version per schema).
+    pub version: String,
+    /// Whether the reader's payload lists that version as deprecated
+    /// ([`Payload::DEPRECATED_VERSIONS`]).
+    pub deprecated: bool,
+    /// Records decoded so far.
+    pub records: u64,
 }
 
 type Resolution = Result<Arc<GenericDatumReader<'static>>, DecodeError>;
@@ -89,13 +129,23 @@ impl Codec {
         codec
     }
 
+    /// A codec whose own schemas are those of `catalog` instead of the embedded ones: what a
+    /// binary built from another version of `schemas/` reads and writes (the schema evolution
+    /// tests run an old consumer this way). `registry` as for [`Codec::new`].
+    pub fn with_schemas(registry: Option<RegistryClient>, catalog: &schemas::Catalog) -> Codec {
+        Codec::build_from(registry, catalog)
+    }
+
     fn build(registry: Option<RegistryClient>) -> Codec {
+        Codec::build_from(registry, schemas::embedded())
+    }
+
+    fn build_from(registry: Option<RegistryClient>, catalog: &schemas::Catalog) -> Codec {
         static LIMITS: Once = Once::new();
         LIMITS.call_once(|| {
             apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
             apache_avro::util::set_serde_human_readable(false);
         });
-        let catalog = schemas::embedded();
         let mut readers = HashMap::new();
         for topic in Topic::ALL {
             let subject = catalog
@@ -123,6 +173,7 @@ impl Codec {
                     relaxed,
                     record: record_name(schema),
                     canonical: schema.canonical_form(),
+                    json: subject.json.clone(),
                     direct,
                     writer,
                 },
@@ -146,16 +197,12 @@ impl Codec {
     /// Use `id` as the registered id of `topic`'s schema (also makes `id` decodable).
     pub fn set_schema_id(&self, topic: Topic, id: u32) {
         let reader = self.reader(topic);
-        let json = schemas::embedded()
-            .for_topic(topic.name())
-            .map(|s| s.json.clone())
-            .unwrap_or_default();
-        let writer = Arc::new(Writer {
-            schema: reader.schema,
-            json,
-            record: reader.record.clone(),
-            canonical: reader.canonical.clone(),
-        });
+        let writer = Arc::new(Writer::new(
+            reader.schema,
+            reader.json.clone(),
+            reader.record.clone(),
+            reader.canonical.clone(),
+        ));
         write_lock(&self.writers).insert(id, writer);
         write_lock(&self.own_ids).insert(topic, id);
     }
@@ -166,12 +213,12 @@ impl Codec {
         let schema = Schema::parse_str(schema_json).map_err(|e| format!("invalid schema: {e}"))?;
         let canonical = schema.canonical_form();
         let record = record_name(&schema);
-        let writer = Arc::new(Writer {
-            schema: leak(schema),
-            json: schema_json.to_owned(),
+        let writer = Arc::new(Writer::new(
+            leak(schema),
+            schema_json.to_owned(),
             record,
             canonical,
-        });
+        ));
         write_lock(&self.writers).insert(id, writer);
         Ok(())
     }
@@ -187,10 +234,10 @@ impl Codec {
             .ok_or_else(|| RegistryError::Unavailable {
                 message: format!("no registry configured to register {topic}"),
             })?;
-        let subject = schemas::embedded()
-            .for_topic(topic.name())
-            .expect("every topic has a schema");
-        let id = registry.register(&subject.subject, &subject.json).await?;
+        let subject = schemas::subject_name(topic.name());
+        let id = registry
+            .register(&subject, &self.reader(topic).json)
+            .await?;
         self.set_schema_id(topic, id);
         Ok(id)
     }
@@ -261,7 +308,33 @@ impl Codec {
                 count: rest.len(),
             });
         }
+        writer.decoded.fetch_add(1, Ordering::Relaxed);
+        if writer.seen.get().is_none() {
+            let version = event.metadata.event_version.clone();
+            let deprecated = P::DEPRECATED_VERSIONS.contains(&version.as_str());
+            let _ = writer.seen.set((P::TOPIC, version, deprecated));
+        }
         Ok(event)
+    }
+
+    /// Records decoded per writer schema so far (schemas nothing was decoded with are left
+    /// out), by topic and schema id.
+    pub fn schema_usage(&self) -> Vec<SchemaUsage> {
+        let mut out: Vec<SchemaUsage> = read_lock(&self.writers)
+            .iter()
+            .filter_map(|(id, w)| {
+                let (topic, version, deprecated) = w.seen.get()?;
+                Some(SchemaUsage {
+                    topic: *topic,
+                    schema_id: *id,
+                    version: version.clone(),
+                    deprecated: *deprecated,
+                    records: w.decoded.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.topic.name(), a.schema_id).cmp(&(b.topic.name(), b.schema_id)));
+        out
     }
 
     /// Decode any framed record to JSON with its writer schema (for inspection tools).

@@ -50,6 +50,10 @@ pub trait Payload:
     const RECORD: &'static str;
     /// The contract version written to `event_version`.
     const VERSION: &'static str = "1.0.0";
+    /// Earlier `event_version`s still readable but due for retirement: consumers count the
+    /// records they read per version, flagged `deprecated`, in
+    /// `adpipe_schema_version_in_use`, so operators see when the last producer moved on.
+    const DEPRECATED_VERSIONS: &'static [&'static str] = &[];
 
     /// The key the event is partitioned by. Org-keyed topics use the envelope's org_id;
     /// `etl.execution` overrides this with its pipeline id.

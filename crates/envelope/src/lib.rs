@@ -7,12 +7,13 @@
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod evolution;
 pub mod payload;
 pub mod registry;
 pub mod values;
 pub mod wire;
 
-pub use codec::Codec;
+pub use codec::{Codec, SchemaUsage};
 pub use error::{DecodeError, EncodeError, RegistryError};
 pub use event::{Event, EventMetadata, Payload, Source};
 pub use registry::RegistryClient;

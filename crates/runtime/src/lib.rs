@@ -108,9 +108,13 @@ pub async fn parts<P: Processor>(processor: &P, args: &RuntimeArgs) -> anyhow::R
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}:{}", host.trim(), std::process::id())
     });
+    let metrics = Arc::new(metrics::Metrics::with(|r| {
+        processor.register_metrics(r);
+        metrics::SchemaVersions::register(r, group, codec.clone());
+    }));
     Ok(Parts {
         codec,
-        metrics: Arc::new(metrics::Metrics::with(|r| processor.register_metrics(r))),
+        metrics,
         health: Arc::new(Health::default()),
         dedupe,
         source: Source {

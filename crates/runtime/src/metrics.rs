@@ -1,8 +1,17 @@
 //! The runtime's Prometheus metrics. Every metric name of a stage is defined here.
 
+use std::sync::Arc;
+
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::Histogram,
+    },
     registry::Registry,
 };
 
@@ -34,6 +43,11 @@ pub const BYTES_IN: &str = "kafka_bytes_in";
 pub const CONSUMER_LAG: &str = "kafka_consumer_lag";
 /// 1 while the DLQ circuit breaker holds the stage stopped.
 pub const BREAKER_OPEN: &str = "adpipe_dlq_breaker_open";
+
+/// Records consumed per writer schema and event version, by stage (the consumer group),
+/// topic, `version`, `schema_id` and `deprecated` (`adpipe_schema_version_in_use_total`):
+/// a deprecated version can be retired once its count stops growing everywhere.
+pub const SCHEMA_VERSION_IN_USE: &str = "adpipe_schema_version_in_use";
 
 /// `[("stage", …), ("topic", …)]` and friends.
 pub type Labels = Vec<(&'static str, String)>;
@@ -166,5 +180,46 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// [`SCHEMA_VERSION_IN_USE`], read from the codec's per-writer-schema counts at each scrape
+/// (the decode path only bumps an atomic counter).
+#[derive(Debug)]
+pub struct SchemaVersions {
+    stage: &'static str,
+    codec: Arc<envelope::Codec>,
+}
+
+impl SchemaVersions {
+    /// Register the metric of `stage`'s `codec` in `registry`.
+    pub fn register(registry: &mut Registry, stage: &'static str, codec: Arc<envelope::Codec>) {
+        registry.register_collector(Box::new(SchemaVersions { stage, codec }));
+    }
+}
+
+impl Collector for SchemaVersions {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let usage = self.codec.schema_usage();
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            SCHEMA_VERSION_IN_USE,
+            "Records consumed per writer schema and event version",
+            None,
+            MetricType::Counter,
+        )?;
+        for u in usage {
+            let labels: Labels = vec![
+                ("stage", self.stage.to_owned()),
+                ("topic", u.topic.name().to_owned()),
+                ("version", u.version),
+                ("schema_id", u.schema_id.to_string()),
+                ("deprecated", u.deprecated.to_string()),
+            ];
+            ConstCounter::new(u.records).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }

@@ -296,8 +296,11 @@ pub mod headers {
     pub const CORRELATION_ID: &str = "correlation_id";
     /// The W3C `traceparent`.
     pub const TRACEPARENT: &str = "traceparent";
+    /// The payload's contract version (`metadata.event_version`, e.g. `1.1.0`): which
+    /// version of the schema a record was written for, readable without decoding it.
+    pub const EVENT_VERSION: &str = "event_version";
     /// All of them, in the order they are written.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         SPECVERSION,
         ID,
         TYPE,
@@ -305,6 +308,7 @@ pub mod headers {
         TIME,
         CORRELATION_ID,
         TRACEPARENT,
+        EVENT_VERSION,
     ];
 }
 
@@ -497,6 +501,7 @@ impl<'a> Outputs<'a> {
                     headers::TRACEPARENT,
                     m.traceparent.clone().unwrap_or_default(),
                 ),
+                (headers::EVENT_VERSION, m.event_version.clone()),
             ],
         });
         Ok(())

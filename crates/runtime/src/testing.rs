@@ -217,7 +217,10 @@ impl RunningStage {
         codec: Arc<Codec>,
         dedupe: Dedupe,
     ) -> RunningStage {
-        let metrics = Arc::new(Metrics::with(|r| processor.register_metrics(r)));
+        let metrics = Arc::new(Metrics::with(|r| {
+            processor.register_metrics(r);
+            crate::metrics::SchemaVersions::register(r, P::GROUP.name(), codec.clone());
+        }));
         let health = Arc::new(Health::default());
         let parts = Parts {
             codec,

@@ -248,7 +248,7 @@ impl Catalog {
         })?;
         Ok(SubjectSchema {
             topic: topic.to_owned(),
-            subject: format!("{topic}-value"),
+            subject: crate::subject_name(topic),
             file: file.to_owned(),
             record,
             json: text,

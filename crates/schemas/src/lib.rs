@@ -6,6 +6,7 @@
 
 mod catalog;
 pub mod compat;
+pub mod explain;
 mod files;
 
 pub use catalog::{Catalog, CatalogError, PiiField, SubjectSchema};
@@ -18,6 +19,13 @@ static EMBEDDED: LazyLock<Catalog> = LazyLock::new(|| {
     Catalog::from_files(EMBEDDED_FILES.iter().copied())
         .expect("the embedded schemas are checked by tests")
 });
+
+/// The registry subject of `topic`'s values: Confluent's `TopicNameStrategy`,
+/// `<topic>-value`. Versions of a subject must stay compatible; a breaking change is a new
+/// major version under a subject of its own (ARCHITECTURE.md, "Schema evolution").
+pub fn subject_name(topic: &str) -> String {
+    format!("{topic}-value")
+}
 
 /// The catalog of the schemas built into this binary.
 pub fn embedded() -> &'static Catalog {

@@ -51,20 +51,34 @@ fn current_schemas_are_compatible_with_every_committed_version() {
         .map(|r| (r.to_owned(), catalog_at(r)))
         .collect();
     let refs: Vec<(String, &Catalog)> = history.iter().map(|(r, c)| (r.clone(), c)).collect();
-    let failures = gate(
-        CompatibilityLevel::FullTransitive,
-        &refs,
-        schemas::embedded(),
-    );
+    let current = schemas::embedded();
+    let failures = gate(CompatibilityLevel::FullTransitive, &refs, current);
+    // Each failure with the plain-words reasons of `schemas::explain` (what `pipelinectl
+    // schemas diff` prints).
+    let explained: Vec<String> = failures
+        .iter()
+        .map(|f| {
+            let old = history
+                .iter()
+                .find(|(rev, _)| *rev == f.against)
+                .and_then(|(_, c)| c.subjects().find(|s| s.subject == f.subject));
+            let new = current.subjects().find(|s| s.subject == f.subject);
+            let reasons: Vec<String> = match (old, new) {
+                (Some(old), Some(new)) => schemas::explain::diff(&old.schema, &new.schema)
+                    .into_iter()
+                    .filter(|c| !c.breaks.compatible())
+                    .map(|c| format!("      {c}"))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            format!("  - {f}\n{}", reasons.join("\n"))
+        })
+        .collect();
     assert!(
         failures.is_empty(),
         "schema changes break readers:\n{}\nAdd fields as optional with a default; ship breaking \
-         changes as a new major version under a new subject (see CONTRIBUTING.md).",
-        failures
-            .iter()
-            .map(|f| format!("  - {f}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+         changes as a new major version under a subject of its own (see CONTRIBUTING.md).",
+        explained.join("\n")
     );
 }
 

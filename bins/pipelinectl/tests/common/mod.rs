@@ -5,9 +5,13 @@
 use std::{ffi::OsStr, process::Output};
 
 /// Environment variables pipelinectl reads that a test must not inherit.
-const SETTINGS: [&str; 8] = [
+const SETTINGS: [&str; 12] = [
     "KAFKA_BOOTSTRAP_SERVERS",
     "SCHEMA_REGISTRY_URL",
+    "SCHEMAS_AGAINST",
+    "SCHEMAS_HISTORY",
+    "SCHEMAS_LEVEL",
+    "SCHEMAS_REPO",
     "DLQ_CODE",
     "DLQ_ORG",
     "DLQ_SINCE",

@@ -86,6 +86,10 @@ pub struct ProcessedRow {
     pub revenue: Option<Money>,
     /// Currency.
     pub currency: Option<String>,
+    /// Media cost in US dollars as the source reports it (TTD's `Partner Cost (USD)`), 2
+    /// places; `None` when the source gives none. Added in contract 1.1.0: optional, so
+    /// 1.0.0 readers skip it and 1.1.0 readers get `None` from 1.0.0 data.
+    pub spend_usd: Option<Money>,
     /// Normalised status.
     pub status: Option<CampaignStatus>,
     /// Set on booking rows.
@@ -101,4 +105,9 @@ pub struct ProcessedRow {
 impl Payload for ProcessedRow {
     const TOPIC: Topic = Topic::SilverDataProcessed;
     const RECORD: &'static str = "DataProcessed";
+    /// 1.1.0 added the optional `spend_usd` (a backward and forward compatible change).
+    const VERSION: &'static str = "1.1.0";
+    /// 1.0.0 producers write no `spend_usd`; they are read as before, and counted as
+    /// deprecated until none is left.
+    const DEPRECATED_VERSIONS: &'static [&'static str] = &["1.0.0"];
 }
