@@ -1,5 +1,5 @@
-//! Idempotency by `event_id` (and by keys a stage chooses, see [`key_id`]): Redis
-//! (`SET NX EX`) when configured, a bounded in-memory set otherwise. An id is marked only
+//! Idempotency by `event_id` (and by keys a stage chooses, see [`key_id`]): Redis sets
+//! bucketed by time when configured, a bounded in-memory set otherwise. An id is marked only
 //! after its outputs were acknowledged; until then it is *pending*, which this process also
 //! counts as seen. Lookups and marks take batches (one pipelined Redis round trip each), and
 //! the ids this process marked are also kept in a bounded local set in front of Redis. A
@@ -36,7 +36,10 @@ pub fn key_id(key: &str) -> Id {
 enum Store {
     /// Only this process's [`Recent`] set.
     Memory,
-    /// In Redis under `<prefix>:<event_id>` with a TTL.
+    /// In Redis: the ids marked in each time bucket of `ttl / 8` form one set,
+    /// `<prefix>:<bucket>`, which expires `ttl` after its bucket ends. A batch is marked with
+    /// one `SADD` and looked up with one `SMISMEMBER` per bucket of the last `ttl` (9 of
+    /// them), instead of one command per id.
     Redis {
         /// Connection (reconnects by itself; concurrent requests share one pipeline).
         conn: redis::aio::ConnectionManager,
@@ -135,21 +138,26 @@ impl Dedupe {
     /// ids not known locally are looked up in one round trip.
     pub async fn seen_many(&self, ids: &[Id]) -> Result<Vec<bool>, DedupeUnavailable> {
         let mut seen: Vec<bool> = ids.iter().map(|id| self.seen_locally(*id)).collect();
-        let Store::Redis { conn, prefix, .. } = &self.store else {
+        let Store::Redis { conn, prefix, ttl } = &self.store else {
             return Ok(seen);
         };
         let ask: Vec<usize> = (0..ids.len()).filter(|i| !seen[*i]).collect();
         if ask.is_empty() {
             return Ok(seen);
         }
-        let mut cmd = redis::cmd("MGET");
-        for i in &ask {
-            cmd.arg(format!("{prefix}:{}", ids[*i]));
+        let mut pipe = redis::pipe();
+        for bucket in Buckets::of(*ttl).recent() {
+            let cmd = pipe.cmd("SMISMEMBER").arg(format!("{prefix}:{bucket}"));
+            for i in &ask {
+                cmd.arg(ids[*i].0.as_bytes().as_slice());
+            }
         }
         let mut conn = conn.clone();
-        let found: Vec<Option<String>> = answer(cmd.query_async(&mut conn)).await?;
-        for (i, f) in ask.into_iter().zip(found) {
-            seen[i] = f.is_some();
+        let found: Vec<Vec<i64>> = answer(pipe.query_async(&mut conn)).await?;
+        for bucket in found {
+            for (i, member) in ask.iter().zip(bucket) {
+                seen[*i] |= member == 1;
+            }
         }
         Ok(seen)
     }
@@ -167,16 +175,18 @@ impl Dedupe {
         let stored = match &self.store {
             Store::Memory => Ok(()),
             Store::Redis { conn, prefix, ttl } => {
+                let buckets = Buckets::of(*ttl);
+                let key = format!("{prefix}:{}", buckets.now());
                 let mut pipe = redis::pipe();
+                let add = pipe.cmd("SADD").arg(&key);
                 for id in ids {
-                    pipe.cmd("SET")
-                        .arg(format!("{prefix}:{id}"))
-                        .arg(1)
-                        .arg("NX")
-                        .arg("EX")
-                        .arg(ttl.as_secs().max(1))
-                        .ignore();
+                    add.arg(id.0.as_bytes().as_slice());
                 }
+                add.ignore();
+                pipe.cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(buckets.expire_secs())
+                    .ignore();
                 let mut conn = conn.clone();
                 answer(pipe.query_async::<()>(&mut conn)).await
             }
@@ -194,6 +204,47 @@ impl Dedupe {
             pending.remove(id);
         }
         stored
+    }
+}
+
+/// The time buckets of a Redis store whose ids live `ttl`.
+#[derive(Debug, Clone, Copy)]
+struct Buckets {
+    /// Seconds per bucket.
+    len: u64,
+    /// Buckets that together cover the last `ttl`.
+    span: u64,
+}
+
+impl Buckets {
+    const PER_TTL: u64 = 8;
+
+    fn of(ttl: Duration) -> Buckets {
+        let ttl = ttl.as_secs().max(1);
+        let len = ttl.div_ceil(Self::PER_TTL).max(1);
+        Buckets {
+            len,
+            span: ttl.div_ceil(len) + 1,
+        }
+    }
+
+    /// The bucket of now.
+    fn now(self) -> u64 {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        secs / self.len
+    }
+
+    /// The buckets an id marked within the last `ttl` is in, newest first.
+    fn recent(self) -> impl Iterator<Item = u64> {
+        let now = self.now();
+        (0..self.span).map(move |back| now.saturating_sub(back))
+    }
+
+    /// A bucket set's time to live, set at each mark: the ids in it are kept at least `ttl`.
+    fn expire_secs(self) -> u64 {
+        self.len * self.span
     }
 }
 
@@ -259,6 +310,18 @@ mod tests {
         d.mark(id).await.expect("mark");
         assert!(d.seen(id).await.expect("redis"));
         d.mark(id).await.expect("marking twice is fine");
+    }
+
+    #[test]
+    fn buckets_cover_the_ttl() {
+        for ttl in [1, 59, 900, 86_400, 86_401] {
+            let b = Buckets::of(Duration::from_secs(ttl));
+            // An id marked at the start of a bucket is looked up `ttl` later in a bucket at
+            // most `span - 1` further, and its set has not expired by then.
+            assert!((b.span - 1) * b.len >= ttl, "{ttl}: {b:?}");
+            assert!(b.expire_secs() >= ttl + b.len, "{ttl}: {b:?}");
+            assert!(b.span <= Buckets::PER_TTL + 2, "{ttl}: {b:?}");
+        }
     }
 
     #[tokio::test]

@@ -479,15 +479,64 @@ struct Completion {
     start: Instant,
 }
 
-/// One partition's worker. Records are processed in order; their writes are pipelined (up to
-/// `max_in_flight_per_partition` records awaiting acknowledgement), and completions are taken
-/// strictly in order, so an offset is stored only after every write of that record and of all
-/// earlier records of the partition was acknowledged.
+/// One partition's worker: three loops run concurrently, joined by bounded queues, so that
+/// neither dedupe round trip holds up processing.
+///
+/// 1. [`read_ahead`] takes the records already queued, decodes them and looks their event
+///    ids up in one round trip; while it waits, the next batch gathers.
+/// 2. [`process_in_order`] processes records in order; their writes are pipelined (up to
+///    `max_in_flight_per_partition` records awaiting acknowledgement), and completions are
+///    taken strictly in order.
+/// 3. [`complete_in_order`] marks the events of acknowledged records in one round trip per
+///    batch and then stores the last offset, so an offset is stored only after every write
+///    of that record and of all earlier records of the partition was acknowledged.
 async fn worker<P: Processor>(
     shared: Arc<Shared<P>>,
-    mut rx: mpsc::Receiver<OwnedMessage>,
+    rx: mpsc::Receiver<OwnedMessage>,
     processed: Counter,
     (topic, partition): (String, i32),
+) {
+    let (ahead_tx, ahead_rx) = mpsc::channel(BATCH);
+    let (done_tx, done_rx) = mpsc::channel(COMPLETIONS_QUEUED);
+    tokio::join!(
+        read_ahead(&shared, rx, ahead_tx),
+        process_in_order(&shared, ahead_rx, done_tx, &topic, partition),
+        complete_in_order(&shared, done_rx, &processed, &topic, partition),
+    );
+}
+
+/// Batches of completions queued for [`complete_in_order`] before processing waits.
+const COMPLETIONS_QUEUED: usize = 16;
+
+/// Decode the queued records and look their event ids up, a batch at a time, in order.
+async fn read_ahead<P: Processor>(
+    shared: &Shared<P>,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    tx: mpsc::Sender<(OwnedMessage, Ahead<P::Input>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        for item in look_ahead(shared, batch).await {
+            if tx.send(item).await.is_err() {
+                return; // processing ended (stopping, or the breaker opened)
+            }
+        }
+    }
+}
+
+/// Process records in order and start their writes; hand completions on in order.
+async fn process_in_order<P: Processor>(
+    shared: &Arc<Shared<P>>,
+    mut rx: mpsc::Receiver<(OwnedMessage, Ahead<P::Input>)>,
+    done: mpsc::Sender<Vec<Completion>>,
+    topic: &str,
+    partition: i32,
 ) {
     use futures::StreamExt as _;
     let max = shared.args.max_in_flight_per_partition.max(1);
@@ -500,12 +549,11 @@ async fn worker<P: Processor>(
     while taking(open) || !inflight.is_empty() {
         tokio::select! {
             biased;
-            done = inflight.next(), if !inflight.is_empty() => {
-                // Every completion that is ready joins one batch: one round trip marks them
-                // all, then the last offset is stored.
+            first = inflight.next(), if !inflight.is_empty() => {
+                // Every completion that is ready joins one batch.
                 let mut batch = Vec::new();
                 let mut ended = false;
-                match done {
+                match first {
                     Some(Some(c)) => batch.push(c),
                     _ => ended = true,
                 }
@@ -516,47 +564,56 @@ async fn worker<P: Processor>(
                         _ => break,
                     }
                 }
-                complete(&shared, batch, &processed, &topic, partition).await;
+                if !batch.is_empty() && done.send(batch).await.is_err() {
+                    return;
+                }
                 // Stopping before the writes were acknowledged: leave the rest for redelivery.
                 if ended {
                     return;
                 }
             }
-            msg = rx.recv(), if taking(open) && inflight.len() < max => match msg {
-                Some(msg) => {
-                    // The records already queued join this one (up to the in-flight limit):
-                    // decoded first, their event ids looked up in one round trip.
-                    let mut batch = vec![msg];
-                    let room = (max - inflight.len()).min(BATCH);
-                    while batch.len() < room {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
-                        }
+            item = rx.recv(), if taking(open) && inflight.len() < max => match item {
+                Some((msg, ahead)) => {
+                    if shared.stopping.load(Ordering::Relaxed) {
+                        return;
                     }
-                    for (msg, ahead) in look_ahead(&shared, batch).await {
-                        if shared.stopping.load(Ordering::Relaxed) {
-                            return;
+                    if shared.health.breaker_open.load(Ordering::Relaxed) {
+                        continue; // not taken: redelivered after the stage restarts
+                    }
+                    match prepare(shared, msg, ahead).await {
+                        Some((f, dead)) => {
+                            let f = in_transaction(shared, f, topic, partition);
+                            // Counted as decided, not as acknowledged: with writes in flight,
+                            // a breaker fed by acks would open only after a whole
+                            // `max_in_flight_per_partition` of dead letters was started.
+                            note_outcome(shared, dead);
+                            inflight.push_back(f);
                         }
-                        if shared.health.breaker_open.load(Ordering::Relaxed) {
-                            break; // not taken: redelivered after the stage restarts
-                        }
-                        match prepare(&shared, msg, ahead).await {
-                            Some((f, dead)) => {
-                                let f = in_transaction(&shared, f, &topic, partition);
-                                // Counted as decided, not as acknowledged: with writes in
-                                // flight, a breaker fed by acks would open only after a whole
-                                // `max_in_flight_per_partition` of dead letters was started.
-                                note_outcome(&shared, dead);
-                                inflight.push_back(f);
-                            }
-                            None => return,
-                        }
+                        None => return,
                     }
                 }
                 None => open = false,
             },
         }
+    }
+}
+
+/// Mark and store the completions in order, merging the batches that queued meanwhile.
+async fn complete_in_order<P: Processor>(
+    shared: &Shared<P>,
+    mut rx: mpsc::Receiver<Vec<Completion>>,
+    processed: &Counter,
+    topic: &str,
+    partition: i32,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < 4 * BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        complete(shared, batch, processed, topic, partition).await;
     }
 }
 
@@ -635,7 +692,7 @@ async fn look_ahead<P: Processor>(
             },
         ));
     }
-    if P::DEDUPE && out.len() > 1 {
+    if P::DEDUPE {
         let ids: Vec<(usize, envelope::Id)> = out
             .iter()
             .enumerate()
