@@ -126,7 +126,7 @@ fn render() -> String {
     section(
         "`rule-evaluator`",
         stage,
-        args_of::<rule_evaluator::stage::RuleSettings>("rule-evaluator"),
+        args_of::<rule_evaluator::stage::RuleArgs>("rule-evaluator"),
     );
     section(
         "`notification-sender`",

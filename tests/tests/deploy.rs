@@ -71,7 +71,7 @@ fn stages() -> Vec<(&'static str, &'static str, Command)> {
         (
             "rule-evaluator",
             "rule-evaluator",
-            cmd::<rule_evaluator::stage::RuleSettings>("rule-evaluator"),
+            cmd::<rule_evaluator::stage::RuleArgs>("rule-evaluator"),
         ),
         (
             "notification-sender",

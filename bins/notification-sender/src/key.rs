@@ -5,7 +5,7 @@
 //! new key, and is a new notification. Peers receive the key (HTTP `Idempotency-Key`,
 //! e-mail `Message-ID`) so they can drop a repeat the sender could not avoid.
 
-use envelope::payload::alerts::{Alert, AlertState};
+use envelope::payload::alerts::{AlertState, AlertV2};
 use uuid::Uuid;
 
 /// The namespace of notification keys (a UUID v5 of the stage's name in the OID namespace),
@@ -19,7 +19,7 @@ fn namespace() -> Uuid {
 /// The name hashed is the alert id (16 bytes), the state (1 byte), `fired_at` in
 /// milliseconds since the epoch (8 bytes, big-endian) and then the channel id: the fixed-width
 /// prefix keeps every combination distinct.
-pub fn idempotency_key(alert: &Alert, channel_id: &str) -> Uuid {
+pub fn idempotency_key(alert: &AlertV2, channel_id: &str) -> Uuid {
     let mut name = Vec::with_capacity(25 + channel_id.len());
     name.extend_from_slice(alert.alert_id.0.as_bytes());
     name.push(match alert.state {

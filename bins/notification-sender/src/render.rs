@@ -4,12 +4,12 @@
 //! or secret can end up in a message. The alert's own `message` is free of PII by contract
 //! (see `rules/alerts.avsc`).
 
-use envelope::payload::alerts::{Alert, AlertState};
+use envelope::payload::alerts::{AlertState, AlertV2};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// A one-line title: `[critical] Pacing below 80 % firing — campaign c1`.
-pub fn title(alert: &Alert) -> String {
+pub fn title(alert: &AlertV2) -> String {
     let state = match alert.state {
         AlertState::Firing => "firing",
         AlertState::Resolved => "resolved",
@@ -21,7 +21,7 @@ pub fn title(alert: &Alert) -> String {
 }
 
 /// The plain-text body: the alert's summary and the values that fired it.
-pub fn text(org_id: i64, alert: &Alert) -> String {
+pub fn text(org_id: i64, alert: &AlertV2) -> String {
     let mut out = format!("{}\n{}\n\n", title(alert), alert.message);
     let observed = alert
         .observed
@@ -34,8 +34,8 @@ pub fn text(org_id: i64, alert: &Alert) -> String {
         alert.entity.entity_id,
         alert.period_label,
         alert.metric,
-        alert.comparator,
-        alert.threshold,
+        alert.threshold.comparator,
+        alert.threshold.value,
     ));
     if let Some(baseline) = alert.baseline {
         out.push_str(&format!(", baseline {baseline}"));
@@ -48,7 +48,7 @@ pub fn text(org_id: i64, alert: &Alert) -> String {
 }
 
 /// The generic webhook's JSON document: the alert with its org and idempotency key.
-pub fn webhook_json(org_id: i64, alert: &Alert, key: Uuid) -> Value {
+pub fn webhook_json(org_id: i64, alert: &AlertV2, key: Uuid) -> Value {
     json!({
         "idempotency_key": key.to_string(),
         "org_id": org_id,
@@ -58,8 +58,8 @@ pub fn webhook_json(org_id: i64, alert: &Alert, key: Uuid) -> Value {
         "state": alert.state.as_str(),
         "severity": alert.severity.as_str(),
         "metric": alert.metric.as_str(),
-        "comparator": alert.comparator.as_str(),
-        "threshold": alert.threshold.to_string(),
+        "comparator": alert.threshold.comparator.as_str(),
+        "threshold": alert.threshold.value.to_string(),
         "observed": alert.observed.map(|v| v.to_string()),
         "baseline": alert.baseline.map(|v| v.to_string()),
         "window": alert.window,
@@ -79,13 +79,13 @@ pub fn webhook_json(org_id: i64, alert: &Alert, key: Uuid) -> Value {
 }
 
 /// A Slack incoming-webhook document: `{"text": …}` (mrkdwn title line, then the summary).
-pub fn slack_json(org_id: i64, alert: &Alert) -> Value {
+pub fn slack_json(org_id: i64, alert: &AlertV2) -> Value {
     json!({ "text": format!("*{}*\n{}\norg {org_id} · period {} · alert {}",
         title(alert), alert.message, alert.period_label, alert.alert_id) })
 }
 
 /// The e-mail's subject.
-pub fn email_subject(alert: &Alert) -> String {
+pub fn email_subject(alert: &AlertV2) -> String {
     format!("[adpipe] {}", title(alert))
 }
 
@@ -93,22 +93,27 @@ pub fn email_subject(alert: &Alert) -> String {
 pub(crate) mod tests {
     use envelope::{
         Id, Ratio, Timestamp,
-        payload::common::{Comparator, EntityRef, EntityType, Metric, Severity},
+        payload::{
+            alerts::Threshold,
+            common::{Comparator, EntityRef, EntityType, Metric, Severity},
+        },
     };
 
     use super::*;
 
     /// An alert for tests.
-    pub(crate) fn alert() -> Alert {
-        Alert {
+    pub(crate) fn alert() -> AlertV2 {
+        AlertV2 {
             alert_id: Id::new(),
             rule_id: "pacing-low".into(),
             rule_name: "Pacing below 80 %".into(),
             state: AlertState::Firing,
             severity: Severity::Critical,
             metric: Metric::PacingRate,
-            comparator: Comparator::Lt,
-            threshold: Ratio::from_unscaled(800_000).expect("ratio"),
+            threshold: Threshold {
+                comparator: Comparator::Lt,
+                value: Ratio::from_unscaled(800_000).expect("ratio"),
+            },
             observed: Some(Ratio::from_unscaled(712_500).expect("ratio")),
             baseline: None,
             window: "flight".into(),

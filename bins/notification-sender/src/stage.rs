@@ -1,6 +1,13 @@
 //! The notification-sender stage: each alert of `rules.alerts.triggered` is delivered to its
 //! org's channels, configured on `config.changes`.
 //!
+//! # Both major versions of the alert
+//!
+//! `rules.alerts.triggered` carries major 1 (`Alert`) and major 2 (`AlertV2`) records side
+//! by side while producers move over. The sender consumes `AlertV2`: the codec upcasts a
+//! major 1 record (`From<Alert>`) so both are delivered alike, and its
+//! `adpipe_schema_version_in_use_total` shows 1.0.0 as deprecated until no producer writes it.
+//!
 //! # Which channels
 //!
 //! The alert's `channels` (ids), or — when that list is empty — every enabled channel of the
@@ -44,7 +51,7 @@ use std::{collections::HashSet, path::PathBuf, sync::OnceLock, time::Duration};
 use envelope::{
     Event,
     payload::{
-        alerts::Alert,
+        alerts::AlertV2,
         config::{ChannelKind, ConfigChange, ConfigItem, ConfigOp},
     },
 };
@@ -118,8 +125,9 @@ pub struct NotifySettings {
 runtime::inputs! {
     /// What the sender consumes: alerts and configuration changes.
     pub enum NotifyInput {
-        /// An alert transition.
-        Alert(Alert),
+        /// An alert transition, of either major version of the topic's schema: major 1
+        /// records are upcast to major 2 by the codec, so the sender handles one type.
+        Alert(AlertV2),
         /// A configuration change (channels matter to the sender).
         Config(ConfigChange),
     }
@@ -138,7 +146,7 @@ pub struct Selection<'a> {
 
 /// The channels of `org_channels` (one org's) that `alert` goes to: the ones it names, or
 /// every enabled one when it names none. Each id counts once.
-pub fn select<'a>(alert: &Alert, org_channels: &'a [Channel]) -> Selection<'a> {
+pub fn select<'a>(alert: &AlertV2, org_channels: &'a [Channel]) -> Selection<'a> {
     let mut s = Selection::default();
     if alert.channels.is_empty() {
         s.deliver = org_channels.iter().filter(|c| c.enabled).collect();
@@ -256,7 +264,7 @@ impl NotificationSender {
         out.emit(runtime::audit::config_applied(Self::GROUP.name(), &e))
     }
 
-    async fn on_alert(&self, e: Event<Alert>, partition: i32) -> Result<(), ProcessError> {
+    async fn on_alert(&self, e: Event<AlertV2>, partition: i32) -> Result<(), ProcessError> {
         let store = self.store()?;
         let org_id = e.metadata.org_id;
         let alert = &e.payload;
@@ -335,7 +343,7 @@ impl NotificationSender {
         &self,
         partition: i32,
         org_id: i64,
-        alert: &Alert,
+        alert: &AlertV2,
         channel: &Channel,
         key: Uuid,
     ) -> Result<(), ChannelFailure> {
@@ -417,7 +425,7 @@ impl NotificationSender {
     async fn attempt(
         &self,
         org_id: i64,
-        alert: &Alert,
+        alert: &AlertV2,
         channel: &Channel,
         key: Uuid,
     ) -> Result<(), DeliveryError> {

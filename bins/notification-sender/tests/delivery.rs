@@ -23,7 +23,7 @@ use common::{Env, alert, channel, config, spawn_sender, start_hooks};
 use envelope::{
     Event, Id, Ratio,
     payload::{
-        alerts::{Alert, AlertState},
+        alerts::{Alert, AlertState, AlertV2},
         common::{Comparator, Metric, Severity},
         config::{ChannelKind, ConfigItem, ConfigOp, RuleDefinition},
     },
@@ -331,7 +331,7 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
     ] {
         let org = a.metadata.org_id;
         for c in channels {
-            let key = idempotency_key(&a.payload, c);
+            let key = idempotency_key(&AlertV2::from(a.payload.clone()), c);
             let previous = expected.insert(key, (org, a.payload.alert_id, target(org, c)));
             assert!(previous.is_none(), "distinct keys");
         }

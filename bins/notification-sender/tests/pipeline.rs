@@ -16,7 +16,7 @@ use common::{Env, channel, config, spawn_sender, start_hooks};
 use envelope::{
     Event,
     payload::{
-        alerts::{Alert, AlertState},
+        alerts::{Alert, AlertState, AlertV2},
         common::{Comparator, Metric},
         config::{ChannelKind, ConfigOp},
     },
@@ -155,7 +155,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     let keys = |channel: &str| -> BTreeSet<String> {
         raised
             .values()
-            .map(|e| idempotency_key(&e.payload, channel).to_string())
+            .map(|e| idempotency_key(&AlertV2::from(e.payload.clone()), channel).to_string())
             .collect()
     };
     {
@@ -215,13 +215,9 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
         .filter(|e| e.payload.rule_id == "org1.reach")
         .collect();
     assert_eq!(new.len(), 1, "one alert of the new rule");
-    assert!(
-        hooks
-            .lock()
-            .expect("hooks")
-            .accepted
-            .contains_key(&idempotency_key(&new[0].payload, "ops-webhook").to_string())
-    );
+    assert!(hooks.lock().expect("hooks").accepted.contains_key(
+        &idempotency_key(&AlertV2::from(new[0].payload.clone()), "ops-webhook").to_string()
+    ));
     assert!(
         schema.count("notify_in_app").await == Some(5),
         "the new rule names the webhook only"

@@ -139,9 +139,18 @@ pub(crate) async fn check(global: &Global, args: &CheckArgs) -> Result<(), Failu
             .filter(|f| f.subject == subject.subject)
             .collect();
         if mine.is_empty() {
+            // Each subject against its own history: a new major's subject has none yet.
+            let versions = history
+                .iter()
+                .filter(|(_, c)| c.for_subject(&subject.subject).is_some())
+                .count();
             rows.push(vec![
                 subject.subject.clone(),
-                format!("{} version(s)", revisions.len()),
+                if versions == 0 {
+                    "new subject".to_owned()
+                } else {
+                    format!("{versions} version(s)")
+                },
                 "compatible".to_owned(),
             ]);
             continue;
@@ -151,7 +160,7 @@ pub(crate) async fn check(global: &Global, args: &CheckArgs) -> Result<(), Failu
             let old = history
                 .iter()
                 .find(|(rev, _)| *rev == failure.against)
-                .and_then(|(_, c)| c.for_topic(&subject.topic));
+                .and_then(|(_, c)| c.for_subject(&subject.subject));
             for reason in reasons(old, subject, failure) {
                 if reported.insert(reason.clone()) {
                     rows.push(vec![
@@ -215,7 +224,7 @@ pub(crate) fn diff(global: &Global, args: &DiffArgs) -> Result<(), Failure> {
     let mut matched = false;
     for subject in current.subjects().filter(|s| wanted(s)) {
         matched = true;
-        let Some(before) = old.for_topic(&subject.topic) else {
+        let Some(before) = old.for_subject(&subject.subject) else {
             rows.push(vec![
                 subject.subject.clone(),
                 "new subject".to_owned(),
@@ -262,7 +271,7 @@ pub(crate) fn diff(global: &Global, args: &DiffArgs) -> Result<(), Failure> {
         }
     }
     for gone in old.subjects().filter(|s| wanted(s)) {
-        if current.for_topic(&gone.topic).is_none() {
+        if current.for_subject(&gone.subject).is_none() {
             matched = true;
             rows.push(vec![
                 gone.subject.clone(),

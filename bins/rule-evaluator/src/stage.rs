@@ -17,13 +17,21 @@
 //! decided. A replayed aggregate (a crash after the write, before the offset was committed)
 //! changes nothing and emits the alerts it was first given, with the same event ids, so a
 //! restart neither loses an alert nor raises one twice.
+//!
+//! # Which major version of the alert it writes
+//!
+//! `--alerts-version` (`ALERTS_EVENT_VERSION`) picks the schema of `rules.alerts.triggered`
+//! it produces: 1 (`Alert`, subject `<topic>-value`, the default until every consumer reads
+//! major 2) or 2 (`AlertV2`, `event_version` 2.0.0, subject
+//! `<topic>-adpipe.rules.v2.AlertTriggered`). Both are decided and stored alike; only the
+//! emitted record differs, with the same event id either way.
 
 use std::time::Duration;
 
 use envelope::{
-    Event,
+    Event, Payload,
     payload::{
-        alerts::{Alert, AlertState},
+        alerts::{Alert, AlertState, AlertV2},
         config::{ConfigChange, ConfigItem, ConfigOp},
         gold::AggregateReady,
     },
@@ -57,6 +65,24 @@ pub struct RuleSettings {
     pub outbox_retention_hours: i32,
 }
 
+/// The binary's flags: the evaluator's settings and the alert version it produces.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuleArgs {
+    /// The evaluator's settings.
+    #[command(flatten)]
+    pub settings: RuleSettings,
+    /// Major version of the `rules.alerts.triggered` schema to produce: 1 (`<topic>-value`,
+    /// deprecated) or 2 (`<topic>-adpipe.rules.v2.AlertTriggered`, event_version 2.0.0).
+    /// Switch to 2 once every notification-sender reads major 2.
+    #[arg(
+        long,
+        env = "ALERTS_EVENT_VERSION",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=2)
+    )]
+    pub alerts_version: u32,
+}
+
 runtime::inputs! {
     /// What the evaluator consumes: gold aggregates and configuration changes.
     pub enum RuleInput {
@@ -73,6 +99,8 @@ pub struct RuleEvaluator {
     settings: RuleSettings,
     store: RuleStore,
     metrics: RuleMetrics,
+    /// The major version of the alerts it emits (1 or 2).
+    alerts_major: u32,
 }
 
 impl RuleEvaluator {
@@ -83,7 +111,19 @@ impl RuleEvaluator {
             settings,
             store,
             metrics: RuleMetrics::default(),
+            alerts_major: Alert::MAJOR,
         }
+    }
+
+    /// The evaluator the binary's flags describe.
+    pub fn from_args(args: RuleArgs) -> RuleEvaluator {
+        RuleEvaluator::new(args.settings).with_alerts_major(args.alerts_version)
+    }
+
+    /// Emit alerts of major version `major` (2: [`AlertV2`]; anything else: [`Alert`]).
+    pub fn with_alerts_major(mut self, major: u32) -> RuleEvaluator {
+        self.alerts_major = major;
+        self
     }
 
     async fn on_aggregate(
@@ -123,7 +163,11 @@ impl RuleEvaluator {
             );
             self.metrics
                 .count(alert.state.as_str(), alert.severity.as_str());
-            out.emit(alert)?;
+            if self.alerts_major == AlertV2::MAJOR {
+                out.emit(AlertV2::from(alert))?;
+            } else {
+                out.emit(alert)?;
+            }
         }
         Ok(())
     }
@@ -238,6 +282,21 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn the_alerts_version_is_1_by_default_and_only_1_or_2() {
+        use clap::{Args as _, Command};
+        let parse = |args: &[&str]| {
+            let cmd = RuleArgs::augment_args(Command::new("rule-evaluator"));
+            cmd.try_get_matches_from(std::iter::once("rule-evaluator").chain(args.iter().copied()))
+                .and_then(|m| <RuleArgs as clap::FromArgMatches>::from_arg_matches(&m))
+        };
+        assert_eq!(parse(&[]).expect("defaults").alerts_version, 1);
+        let v2 = parse(&["--alerts-version", "2"]).expect("2");
+        assert_eq!(v2.alerts_version, AlertV2::MAJOR);
+        assert!(parse(&["--alerts-version", "3"]).is_err());
+        assert!(parse(&["--alerts-version", "0"]).is_err());
+    }
 
     fn definition(id: &str, window: &str) -> RuleDefinition {
         RuleDefinition {

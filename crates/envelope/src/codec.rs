@@ -5,6 +5,12 @@
 //! straight from the Rust value into the output buffer, and decoding a record written with
 //! the reader's own schema deserialises straight from the bytes. Records written with
 //! another version of the schema go through Avro schema resolution (writer → reader).
+//!
+//! A topic may carry several major versions of its schema side by side (a breaking change,
+//! `value_schema_majors` in `topic-config.yaml`), each a record of its own name under a
+//! subject of its own. The codec knows each writer schema's major by its record name; a
+//! record of another major than the reader's is handed to the reader's
+//! [`Payload::read_major`], which upcasts the majors it replaces.
 
 use std::{
     collections::HashMap,
@@ -45,6 +51,9 @@ struct Writer {
     json: String,
     record: String,
     canonical: String,
+    /// The topic and major version whose record this schema writes, when this codec's
+    /// catalog has one of that name.
+    major: Option<(Topic, u32)>,
     /// Records decoded with this writer schema (see [`Codec::schema_usage`]).
     decoded: AtomicU64,
     /// The topic, `event_version` and deprecation of the first record decoded with it.
@@ -52,12 +61,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(schema: &'static Schema, json: String, record: String, canonical: String) -> Writer {
+    fn new(
+        schema: &'static Schema,
+        json: String,
+        record: String,
+        canonical: String,
+        major: Option<(Topic, u32)>,
+    ) -> Writer {
         Writer {
             schema,
             json,
             record,
             canonical,
+            major,
             decoded: AtomicU64::new(0),
             seen: OnceLock::new(),
         }
@@ -84,13 +100,16 @@ pub struct SchemaUsage {
 
 type Resolution = Result<Arc<GenericDatumReader<'static>>, DecodeError>;
 
+/// A topic's schema of one major version: what the readers and registered ids are keyed by.
+type Major = (Topic, u32);
+
 /// Encodes and decodes the events of every topic. Cheap to share behind an `Arc`.
 pub struct Codec {
     registry: Option<RegistryClient>,
-    readers: HashMap<Topic, Reader>,
-    own_ids: RwLock<HashMap<Topic, u32>>,
+    readers: HashMap<Major, Reader>,
+    own_ids: RwLock<HashMap<Major, u32>>,
     writers: RwLock<HashMap<u32, Arc<Writer>>>,
-    resolutions: RwLock<HashMap<(u32, Topic), Resolution>>,
+    resolutions: RwLock<HashMap<(u32, Major), Resolution>>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -120,11 +139,22 @@ impl Codec {
     }
 
     /// A codec without a registry: each topic's schema gets a fixed id (`1 + index` in
-    /// `topic-config.yaml` order) and only those ids decode. For tests and benchmarks.
+    /// `topic-config.yaml` order; later majors the ids after those, in topic and major
+    /// order) and only those ids decode. For tests and benchmarks.
     pub fn offline() -> Codec {
         let codec = Codec::build(None);
         for (i, topic) in Topic::ALL.iter().enumerate() {
             codec.set_schema_id(*topic, i as u32 + 1);
+        }
+        let mut later: Vec<Major> = codec
+            .readers
+            .keys()
+            .filter(|(_, major)| *major > 1)
+            .copied()
+            .collect();
+        later.sort_by_key(|(topic, major)| (Topic::ALL.iter().position(|t| t == topic), *major));
+        for (i, (topic, major)) in later.into_iter().enumerate() {
+            codec.set_major_schema_id(topic, major, (Topic::ALL.len() + i) as u32 + 1);
         }
         codec
     }
@@ -148,9 +178,15 @@ impl Codec {
         });
         let mut readers = HashMap::new();
         for topic in Topic::ALL {
-            let subject = catalog
-                .for_topic(topic.name())
-                .expect("every topic has a schema (checked by the schemas crate's tests)");
+            assert!(
+                catalog.for_topic(topic.name()).is_some(),
+                "every topic has a schema (checked by the schemas crate's tests)"
+            );
+        }
+        for subject in catalog.subjects() {
+            let Some(topic) = Topic::from_name(&subject.topic) else {
+                continue;
+            };
             let schema = leak(subject.schema.clone());
             let direct = GenericDatumReader::builder(schema)
                 .human_readable(false)
@@ -167,7 +203,7 @@ impl Codec {
                 .expect("relaxed embedded schemas parse"),
             );
             readers.insert(
-                *topic,
+                (topic, subject.major),
                 Reader {
                     schema,
                     relaxed,
@@ -188,23 +224,67 @@ impl Codec {
         }
     }
 
-    fn reader(&self, topic: Topic) -> &Reader {
+    /// The reader of major `major` of `topic`; `None` when this codec's schemas lack that
+    /// major (a payload's `MAJOR` not listed in `value_schema_majors`, or a codec built
+    /// [`Codec::with_schemas`] of an earlier catalog).
+    fn reader(&self, topic: Topic, major: u32) -> Option<&Reader> {
+        self.readers.get(&(topic, major))
+    }
+
+    /// The reader of `P`'s topic and major, or why a record of schema `id` cannot be read
+    /// as `P`.
+    fn reader_for<P: Payload>(&self, id: u32, writer: &Writer) -> Result<&Reader, DecodeError> {
+        self.reader(P::TOPIC, P::MAJOR)
+            .ok_or_else(|| DecodeError::IncompatibleSchema {
+                id,
+                writer: writer.record.clone(),
+                reader: format!("major {} of {}", P::MAJOR, P::TOPIC),
+                reason: "this codec's schemas have no such major version".to_owned(),
+            })
+    }
+
+    /// The topic and major version whose record is `record` (full name) in this codec's
+    /// catalog.
+    fn major_of(&self, record: &str) -> Option<Major> {
         self.readers
-            .get(&topic)
-            .expect("a reader exists for every topic")
+            .iter()
+            .find(|(_, r)| r.record == record)
+            .map(|(key, _)| *key)
+    }
+
+    /// The major versions of `topic` this codec knows, in order (1 first).
+    pub fn majors(&self, topic: Topic) -> Vec<u32> {
+        let mut majors: Vec<u32> = self
+            .readers
+            .keys()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, m)| *m)
+            .collect();
+        majors.sort_unstable();
+        majors
     }
 
     /// Use `id` as the registered id of `topic`'s schema (also makes `id` decodable).
     pub fn set_schema_id(&self, topic: Topic, id: u32) {
-        let reader = self.reader(topic);
+        self.set_major_schema_id(topic, 1, id);
+    }
+
+    /// Use `id` as the registered id of major `major` of `topic`'s schema (also makes `id`
+    /// decodable). A major this codec's schemas lack is ignored (encoding it then fails
+    /// with [`EncodeError::NotRegistered`]).
+    pub fn set_major_schema_id(&self, topic: Topic, major: u32, id: u32) {
+        let Some(reader) = self.reader(topic, major) else {
+            return;
+        };
         let writer = Arc::new(Writer::new(
             reader.schema,
             reader.json.clone(),
             reader.record.clone(),
             reader.canonical.clone(),
+            Some((topic, major)),
         ));
         write_lock(&self.writers).insert(id, writer);
-        write_lock(&self.own_ids).insert(topic, id);
+        write_lock(&self.own_ids).insert((topic, major), id);
     }
 
     /// Make `id` decodable as `schema_json` without asking the registry (tests, replays of
@@ -213,19 +293,33 @@ impl Codec {
         let schema = Schema::parse_str(schema_json).map_err(|e| format!("invalid schema: {e}"))?;
         let canonical = schema.canonical_form();
         let record = record_name(&schema);
+        let major = self.major_of(&record);
         let writer = Arc::new(Writer::new(
             leak(schema),
             schema_json.to_owned(),
             record,
             canonical,
+            major,
         ));
         write_lock(&self.writers).insert(id, writer);
         Ok(())
     }
 
-    /// Register `topic`'s schema under `<topic>-value` and remember its id for encoding.
+    /// Register `topic`'s schema under `<topic>-value`, and each later major version of it
+    /// under its record-name subject `<topic>-<record>`, and remember their ids for
+    /// encoding. Returns the id of major 1.
     pub async fn register(&self, topic: Topic) -> Result<u32, RegistryError> {
-        if let Some(id) = self.schema_id(topic) {
+        let id = self.register_major(topic, 1).await?;
+        for major in self.majors(topic).into_iter().filter(|m| *m > 1) {
+            self.register_major(topic, major).await?;
+        }
+        Ok(id)
+    }
+
+    /// Register major `major` of `topic`'s schema under its subject
+    /// ([`schemas::major_subject_name`]) and remember its id for encoding.
+    pub async fn register_major(&self, topic: Topic, major: u32) -> Result<u32, RegistryError> {
+        if let Some(id) = self.major_schema_id(topic, major) {
             return Ok(id);
         }
         let registry = self
@@ -234,17 +328,26 @@ impl Codec {
             .ok_or_else(|| RegistryError::Unavailable {
                 message: format!("no registry configured to register {topic}"),
             })?;
-        let subject = schemas::subject_name(topic.name());
-        let id = registry
-            .register(&subject, &self.reader(topic).json)
-            .await?;
-        self.set_schema_id(topic, id);
+        let reader = self
+            .reader(topic, major)
+            .ok_or_else(|| RegistryError::NotFound {
+                code: 40401,
+                message: format!("no schema for major {major} of {topic} in this codec"),
+            })?;
+        let subject = schemas::major_subject_name(topic.name(), major, &reader.record);
+        let id = registry.register(&subject, &reader.json).await?;
+        self.set_major_schema_id(topic, major, id);
         Ok(id)
     }
 
-    /// The registered id of `topic`'s schema, if known.
+    /// The registered id of `topic`'s schema (major 1), if known.
     pub fn schema_id(&self, topic: Topic) -> Option<u32> {
-        read_lock(&self.own_ids).get(&topic).copied()
+        self.major_schema_id(topic, 1)
+    }
+
+    /// The registered id of major `major` of `topic`'s schema, if known.
+    pub fn major_schema_id(&self, topic: Topic, major: u32) -> Option<u32> {
+        read_lock(&self.own_ids).get(&(topic, major)).copied()
     }
 
     /// Encode `event` into `buf` (cleared first) in Confluent wire format.
@@ -253,13 +356,18 @@ impl Codec {
         event: &Event<P>,
         buf: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let id = self
-            .schema_id(P::TOPIC)
+        let id =
+            self.major_schema_id(P::TOPIC, P::MAJOR)
+                .ok_or_else(|| EncodeError::NotRegistered {
+                    topic: P::TOPIC.name().to_owned(),
+                })?;
+        let reader = self
+            .reader(P::TOPIC, P::MAJOR)
             .ok_or_else(|| EncodeError::NotRegistered {
                 topic: P::TOPIC.name().to_owned(),
             })?;
         wire::write_header(buf, id);
-        self.reader(P::TOPIC)
+        reader
             .writer
             .write_ser(buf, event)
             .map_err(|e| EncodeError::from_avro(P::TOPIC.name(), &e))?;
@@ -280,14 +388,69 @@ impl Codec {
         self.decode_known(bytes)
     }
 
-    /// Decode a framed record whose schema id is already known to this codec (no I/O).
+    /// Decode a framed record whose schema id is already known to this codec (no I/O). A
+    /// record of another major version of the topic goes to [`Payload::read_major`].
     pub fn decode_known<P: Payload>(&self, bytes: &[u8]) -> Result<Event<P>, DecodeError> {
-        let (id, body) = wire::split(bytes)?;
-        let writer = read_lock(&self.writers)
+        let (id, _) = wire::split(bytes)?;
+        let writer = self.known_writer(id)?;
+        let event = match writer.major {
+            Some((topic, major)) if topic == P::TOPIC && major != P::MAJOR => {
+                P::read_major(self, major, bytes).unwrap_or_else(|| {
+                    Err(DecodeError::IncompatibleSchema {
+                        id,
+                        writer: writer.record.clone(),
+                        reader: self.reader_for::<P>(id, &writer)?.record.clone(),
+                        reason: format!(
+                            "major version {major} of {topic}: this reader (major {}) does not \
+                             read it; deploy the consumers of a new major first",
+                            P::MAJOR
+                        ),
+                    })
+                })?
+            }
+            _ => self.decode_with(id, &writer, bytes)?,
+        };
+        writer.decoded.fetch_add(1, Ordering::Relaxed);
+        if writer.seen.get().is_none() {
+            let version = event.metadata.event_version.clone();
+            let deprecated = P::DEPRECATED_VERSIONS.contains(&version.as_str());
+            let _ = writer.seen.set((P::TOPIC, version, deprecated));
+        }
+        Ok(event)
+    }
+
+    /// Decode a framed record (id known) as `W`, an earlier major of `P`'s topic, and
+    /// convert it into `P`: the upcast a later major's [`Payload::read_major`] does. The
+    /// envelope is kept as written (its `event_version` names the writer's contract).
+    pub fn read_as<W: Payload, P: Payload + From<W>>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Event<P>, DecodeError> {
+        let (id, _) = wire::split(bytes)?;
+        let writer = self.known_writer(id)?;
+        let event = self.decode_with::<W>(id, &writer, bytes)?;
+        Ok(Event {
+            metadata: event.metadata,
+            payload: P::from(event.payload),
+        })
+    }
+
+    fn known_writer(&self, id: u32) -> Result<Arc<Writer>, DecodeError> {
+        read_lock(&self.writers)
             .get(&id)
             .cloned()
-            .ok_or(DecodeError::UnknownSchemaId { id })?;
-        let reader = self.reader(P::TOPIC);
+            .ok_or(DecodeError::UnknownSchemaId { id })
+    }
+
+    /// The record decoded as `P` with `P`'s own reader (directly or by resolution), uncounted.
+    fn decode_with<P: Payload>(
+        &self,
+        id: u32,
+        writer: &Writer,
+        bytes: &[u8],
+    ) -> Result<Event<P>, DecodeError> {
+        let (_, body) = wire::split(bytes)?;
+        let reader = self.reader_for::<P>(id, writer)?;
         let mut rest = body;
         let event = if writer.canonical == reader.canonical {
             reader
@@ -295,7 +458,7 @@ impl Codec {
                 .read_deser::<Event<P>>(&mut rest)
                 .map_err(|e| DecodeError::from_avro(id, &e))?
         } else {
-            let resolver = self.resolution(id, &writer, P::TOPIC)?;
+            let resolver = self.resolution(id, writer, (P::TOPIC, P::MAJOR))?;
             let value = resolver
                 .read_value(&mut rest)
                 .map_err(|e| DecodeError::from_avro(id, &e))?;
@@ -307,12 +470,6 @@ impl Codec {
                 id,
                 count: rest.len(),
             });
-        }
-        writer.decoded.fetch_add(1, Ordering::Relaxed);
-        if writer.seen.get().is_none() {
-            let version = event.metadata.event_version.clone();
-            let deprecated = P::DEPRECATED_VERSIONS.contains(&version.as_str());
-            let _ = writer.seen.set((P::TOPIC, version, deprecated));
         }
         Ok(event)
     }
@@ -382,11 +539,18 @@ impl Codec {
             .map_err(|reason| DecodeError::MalformedBody { id, reason })
     }
 
-    fn resolution(&self, id: u32, writer: &Writer, topic: Topic) -> Resolution {
-        if let Some(r) = read_lock(&self.resolutions).get(&(id, topic)) {
+    fn resolution(&self, id: u32, writer: &Writer, (topic, major): Major) -> Resolution {
+        if let Some(r) = read_lock(&self.resolutions).get(&(id, (topic, major))) {
             return r.clone();
         }
-        let reader = self.reader(topic);
+        let Some(reader) = self.reader(topic, major) else {
+            return Err(DecodeError::IncompatibleSchema {
+                id,
+                writer: writer.record.clone(),
+                reader: format!("major {major} of {topic}"),
+                reason: "this codec's schemas have no such major version".to_owned(),
+            });
+        };
         let resolved = schemas::compat::can_read(writer.schema, reader.schema)
             .map_err(|reason| match missing_field(&reason) {
                 Some(field) => DecodeError::MissingField { id, field },
@@ -421,7 +585,7 @@ impl Codec {
                         reason: e.to_string(),
                     })
             });
-        write_lock(&self.resolutions).insert((id, topic), resolved.clone());
+        write_lock(&self.resolutions).insert((id, (topic, major)), resolved.clone());
         resolved
     }
 }

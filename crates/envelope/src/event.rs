@@ -54,6 +54,23 @@ pub trait Payload:
     /// records they read per version, flagged `deprecated`, in
     /// `adpipe_schema_version_in_use`, so operators see when the last producer moved on.
     const DEPRECATED_VERSIONS: &'static [&'static str] = &[];
+    /// The major version of the topic's schema this payload is: 1 for the topic's
+    /// `value_schema` (subject `<topic>-value`), 2 and on for its `value_schema_majors`
+    /// (subject `<topic>-<record>`), which a breaking change adds beside the earlier ones.
+    const MAJOR: u32 = 1;
+
+    /// Read a record of this topic that another major version (`major`) wrote, as this
+    /// payload: a later major upcasts the earlier ones it replaces, usually with
+    /// [`Codec::read_as`](crate::Codec::read_as) and a `From` conversion, so a stage handles
+    /// one type. `None` (the default): records of other majors do not decode as this payload.
+    fn read_major(
+        codec: &crate::Codec,
+        major: u32,
+        bytes: &[u8],
+    ) -> Option<Result<Event<Self>, crate::DecodeError>> {
+        let _ = (codec, major, bytes);
+        None
+    }
 
     /// The key the event is partitioned by. Org-keyed topics use the envelope's org_id;
     /// `etl.execution` overrides this with its pipeline id.

@@ -46,7 +46,7 @@ pub fn encode_with_writer<P: Payload>(
     let avro = |e: apache_avro::Error| EncodeError::from_avro(topic, &e);
     let current = codec.encode(event)?;
     let own = schemas::embedded()
-        .for_topic(topic)
+        .for_major(topic, P::MAJOR)
         .ok_or_else(|| fail("no schema for the topic".to_owned()))?;
     let (_, mut body) = wire::split(&current).map_err(|e| fail(e.to_string()))?;
     let value = GenericDatumReader::builder(&own.schema)

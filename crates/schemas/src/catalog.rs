@@ -80,12 +80,14 @@ pub struct PiiField {
     pub class: String,
 }
 
-/// The schema registered for one topic's values.
+/// The schema registered for one topic's values (one major version of them).
 #[derive(Debug, Clone)]
 pub struct SubjectSchema {
     /// Topic name.
     pub topic: String,
-    /// Registry subject (`<topic>-value`).
+    /// Major version: 1 for the topic's `value_schema`, 2 and on for `value_schema_majors`.
+    pub major: u32,
+    /// Registry subject (`<topic>-value` for major 1, `<topic>-<record>` for later majors).
     pub subject: String,
     /// Source file under `schemas/`.
     pub file: String,
@@ -102,7 +104,8 @@ pub struct SubjectSchema {
 pub struct Catalog {
     files: BTreeMap<String, Value>,
     definitions: BTreeMap<String, Definition>,
-    subjects: BTreeMap<String, SubjectSchema>,
+    /// By (topic, major).
+    subjects: BTreeMap<(String, u32), SubjectSchema>,
 }
 
 fn fullname(name: &str, namespace: Option<&str>) -> String {
@@ -165,8 +168,32 @@ impl Catalog {
             catalog.files.insert(path.to_owned(), json);
         }
         for topic in &config.topics {
-            let subject = catalog.subject_for(&topic.name, &topic.value_schema)?;
-            catalog.subjects.insert(topic.name.clone(), subject);
+            let majors = std::iter::once((1, &topic.value_schema)).chain(
+                topic
+                    .value_schema_majors
+                    .iter()
+                    .map(|(major, file)| (*major, file)),
+            );
+            for (major, file) in majors {
+                let subject = catalog.subject_for(&topic.name, major, file)?;
+                catalog
+                    .subjects
+                    .insert((topic.name.clone(), major), subject);
+            }
+            let mut records = BTreeSet::new();
+            for s in catalog.subjects.values().filter(|s| s.topic == topic.name) {
+                if !records.insert(s.record.as_str()) {
+                    return Err(CatalogError::TopicSchema {
+                        topic: topic.name.clone(),
+                        file: s.file.clone(),
+                        problem: format!(
+                            "names the record {} of another major version; a new major needs \
+                             a record name of its own (adpipe.<domain>.v<major>.<Record>)",
+                            s.record
+                        ),
+                    });
+                }
+            }
         }
         Ok(catalog)
     }
@@ -219,7 +246,12 @@ impl Catalog {
         Ok(())
     }
 
-    fn subject_for(&self, topic: &str, file: &str) -> Result<SubjectSchema, CatalogError> {
+    fn subject_for(
+        &self,
+        topic: &str,
+        major: u32,
+        file: &str,
+    ) -> Result<SubjectSchema, CatalogError> {
         let problem = |p: &str| CatalogError::TopicSchema {
             topic: topic.to_owned(),
             file: file.to_owned(),
@@ -248,7 +280,8 @@ impl Catalog {
         })?;
         Ok(SubjectSchema {
             topic: topic.to_owned(),
-            subject: crate::subject_name(topic),
+            major,
+            subject: crate::major_subject_name(topic, major, &record),
             file: file.to_owned(),
             record,
             json: text,
@@ -347,12 +380,22 @@ impl Catalog {
         }
     }
 
-    /// The schema of one topic's values.
+    /// The schema of one topic's values (major version 1, subject `<topic>-value`).
     pub fn for_topic(&self, topic: &str) -> Option<&SubjectSchema> {
-        self.subjects.get(topic)
+        self.for_major(topic, 1)
     }
 
-    /// Every topic's value schema, by topic name.
+    /// The schema of major version `major` of one topic's values.
+    pub fn for_major(&self, topic: &str, major: u32) -> Option<&SubjectSchema> {
+        self.subjects.get(&(topic.to_owned(), major))
+    }
+
+    /// The schema registered under `subject`.
+    pub fn for_subject(&self, subject: &str) -> Option<&SubjectSchema> {
+        self.subjects.values().find(|s| s.subject == subject)
+    }
+
+    /// Every subject: each topic's value schema per major version, by topic name and major.
     pub fn subjects(&self) -> impl Iterator<Item = &SubjectSchema> {
         self.subjects.values()
     }

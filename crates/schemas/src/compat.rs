@@ -253,9 +253,10 @@ impl fmt::Display for GateFailure {
 }
 
 /// The schema CI gate: every subject of `current` checked at `level` against the same
-/// subject in each earlier catalog (`(label, catalog)`, oldest first). Subjects new in
-/// `current` pass; a subject that disappeared is not checked here (topics are removed in
-/// `topic-config.yaml`, deliberately).
+/// subject in each earlier catalog (`(label, catalog)`, oldest first), matched by subject
+/// name, so each major version of a topic is checked against its own history only. Subjects
+/// new in `current` pass; a subject that disappeared is not checked here (topics are removed
+/// in `topic-config.yaml`, deliberately).
 pub fn gate(
     level: CompatibilityLevel,
     history: &[(String, &crate::Catalog)],
@@ -265,7 +266,10 @@ pub fn gate(
     for subject in current.subjects() {
         let previous: Vec<(&String, &Schema)> = history
             .iter()
-            .filter_map(|(label, cat)| cat.for_topic(&subject.topic).map(|s| (label, &s.schema)))
+            .filter_map(|(label, cat)| {
+                cat.for_subject(&subject.subject)
+                    .map(|s| (label, &s.schema))
+            })
             .collect();
         let schemas: Vec<Schema> = previous.iter().map(|(_, s)| (*s).clone()).collect();
         for problem in check(level, &subject.schema, &schemas) {

@@ -18,6 +18,7 @@ schema_files!(
     "silver/data-processed.avsc",
     "gold/data-ready.avsc",
     "rules/alerts.avsc",
+    "rules/alerts-v2.avsc",
     "config/changes.avsc",
     "etl/execution.avsc",
     "audit/events.avsc",

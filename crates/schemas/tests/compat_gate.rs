@@ -61,8 +61,8 @@ fn current_schemas_are_compatible_with_every_committed_version() {
             let old = history
                 .iter()
                 .find(|(rev, _)| *rev == f.against)
-                .and_then(|(_, c)| c.subjects().find(|s| s.subject == f.subject));
-            let new = current.subjects().find(|s| s.subject == f.subject);
+                .and_then(|(_, c)| c.for_subject(&f.subject));
+            let new = current.for_subject(&f.subject);
             let reasons: Vec<String> = match (old, new) {
                 (Some(old), Some(new)) => schemas::explain::diff(&old.schema, &new.schema)
                     .into_iter()
@@ -158,4 +158,63 @@ fn adding_a_required_field_is_caught_and_an_optional_one_passes() {
         );
     });
     assert!(gate_against_current(&fine).is_empty());
+}
+
+/// The current files and topic configuration with `rules.alerts.triggered`'s major 2 put
+/// under the topic's own subject instead of beside it.
+fn v2_under_the_v1_subject() -> Catalog {
+    let yaml = topics::EMBEDDED_YAML
+        .replace(
+            "    value_schema_majors:\n      2: rules/alerts-v2.avsc\n",
+            "",
+        )
+        .replace(
+            "value_schema: rules/alerts.avsc",
+            "value_schema: rules/alerts-v2.avsc",
+        );
+    assert!(
+        !yaml.contains("value_schema_majors:"),
+        "edit the test with the file"
+    );
+    let config = TopicConfig::parse(&yaml).expect("edited topic-config.yaml");
+    Catalog::from_files_with(&config, schemas::EMBEDDED_FILES.iter().copied()).expect("catalog")
+}
+
+#[test]
+fn each_major_is_checked_against_its_own_subject_and_v2_under_v1s_is_refused() {
+    // Beside v1, under its record-name subject: compatible (a new subject, its own history).
+    let current = schemas::embedded();
+    let v1 = current
+        .for_topic("rules.alerts.triggered")
+        .expect("v1")
+        .clone();
+    assert!(gate_against_current(current).is_empty());
+
+    // Under `<topic>-value`, v2 would replace v1 in the subject's history: refused, with
+    // the fields that break.
+    let moved = v2_under_the_v1_subject();
+    let failures = gate(
+        CompatibilityLevel::FullTransitive,
+        &[("HEAD".to_owned(), current)],
+        &moved,
+    );
+    assert!(!failures.is_empty(), "v2 accepted under {}", v1.subject);
+    assert!(
+        failures
+            .iter()
+            .all(|f| f.subject == "rules.alerts.triggered-value"),
+        "{failures:#?}"
+    );
+    let new = moved.for_topic("rules.alerts.triggered").expect("moved");
+    let reasons: Vec<String> = schemas::explain::diff(&v1.schema, &new.schema)
+        .into_iter()
+        .filter(|c| !c.breaks.compatible())
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("adpipe.rules.v2.AlertTriggered") && r.contains("neither")),
+        "{reasons:#?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The real `schemas/` directory: every file parses, is embedded, and yields one standalone
-//! schema per topic under its `<topic>-value` subject.
+//! schema per topic under its `<topic>-value` subject, plus one per later major version under
+//! its record-name subject.
 
 use std::{fs, path::Path};
 
@@ -72,6 +73,32 @@ fn every_topic_has_a_standalone_subject_schema() {
             s.topic
         );
     }
+}
+
+#[test]
+fn a_later_major_has_its_record_name_subject_on_the_same_topic() {
+    let catalog = schemas::embedded();
+    let topic = Topic::RulesAlertsTriggered.name();
+    let v1 = catalog.for_topic(topic).expect("major 1");
+    let v2 = catalog.for_major(topic, 2).expect("major 2");
+    assert_eq!((v1.major, v2.major), (1, 2));
+    assert_eq!(v1.record, "adpipe.rules.AlertTriggered");
+    assert_eq!(v2.record, "adpipe.rules.v2.AlertTriggered");
+    assert_eq!(v2.topic, topic);
+    assert_eq!(
+        v2.subject,
+        "rules.alerts.triggered-adpipe.rules.v2.AlertTriggered"
+    );
+    assert_eq!(
+        catalog.for_subject(&v2.subject).map(|s| s.major),
+        Some(2),
+        "found by subject"
+    );
+    let parsed = Schema::parse_str(&v2.json).expect("standalone schema parses alone");
+    assert_eq!(parsed.canonical_form(), v2.schema.canonical_form());
+    // v2 is a breaking change: neither major reads the other by Avro resolution.
+    assert!(schemas::compat::can_read(&v1.schema, &v2.schema).is_err());
+    assert!(schemas::compat::can_read(&v2.schema, &v1.schema).is_err());
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub use kafka::{
     TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics, create_topics,
     end_offsets, read_records, wait_until,
 };
-pub use metrics::counter_total;
+pub use metrics::{counter_total, counter_with_labels};
 pub use mock::MockBroker;
 pub use process::StageProcess;
 pub use smtp::{SmtpMessage, SmtpSink};

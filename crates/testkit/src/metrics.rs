@@ -6,9 +6,8 @@ use std::{
     time::Duration,
 };
 
-/// The sum over all label sets of counter `name` (`<name>_total`) served on
-/// `127.0.0.1:<port>/metrics`; `None` when nothing answers there.
-pub fn counter_total(port: u16, name: &str) -> Option<f64> {
+/// The text of `127.0.0.1:<port>/metrics`; `None` when nothing answers there.
+fn scrape(port: u16) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
@@ -16,14 +15,43 @@ pub fn counter_total(port: u16, name: &str) -> Option<f64> {
         .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The samples of counter `name` (`<name>_total`) in `text`: label part (`{…}` or empty)
+/// and value.
+fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
     let prefix = format!("{name}_total");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            (rest.starts_with(['{', ' '])).then_some(())?;
+            Some((labels.trim(), value.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// The sum over all label sets of counter `name` (`<name>_total`) served on
+/// `127.0.0.1:<port>/metrics`; `None` when nothing answers there.
+pub fn counter_total(port: u16, name: &str) -> Option<f64> {
+    let text = scrape(port)?;
+    Some(samples(&text, name).iter().map(|(_, v)| v).sum())
+}
+
+/// The sum of counter `name` over the label sets that have every `labels` pair (e.g.
+/// `[("version", "1.0.0"), ("deprecated", "true")]`); `None` when nothing answers there.
+pub fn counter_with_labels(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = scrape(port)?;
     Some(
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(&prefix)
-                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        samples(&text, name)
+            .iter()
+            .filter(|(set, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| set.contains(&format!("{k}=\"{v}\"")))
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|(_, v)| v)
             .sum(),
     )
 }

@@ -1,6 +1,10 @@
 //! The model of `topic-config.yaml`: topics, their DLQ side topics and the registry settings.
 
-use std::{collections::HashSet, path::Path, sync::LazyLock};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    sync::LazyLock,
+};
 
 use serde::Deserialize;
 
@@ -132,8 +136,14 @@ pub struct TopicSpec {
     pub cleanup_policy: CleanupPolicy,
     /// The field records are keyed and partitioned by.
     pub key: KeyField,
-    /// Value schema file, relative to `schemas/`.
+    /// Value schema file, relative to `schemas/`: major version 1, subject `<topic>-value`.
     pub value_schema: String,
+    /// Later major versions produced beside the first on the same topic (a breaking change),
+    /// by major number (2, 3, …): schema files relative to `schemas/`, each registered under
+    /// its own record-name subject `<topic>-<record full name>` (ARCHITECTURE.md, "Schema
+    /// evolution").
+    #[serde(default)]
+    pub value_schema_majors: BTreeMap<u32, String>,
     /// Roles that write the topic.
     #[serde(default)]
     pub producers: Vec<String>,
@@ -214,6 +224,17 @@ impl TopicConfig {
             }
             if t.value_schema.is_empty() {
                 return invalid(format!("topic {} has no value_schema", t.name));
+            }
+            if let Some((major, _)) = t
+                .value_schema_majors
+                .iter()
+                .find(|(major, file)| **major < 2 || file.is_empty())
+            {
+                return invalid(format!(
+                    "topic {}: value_schema_majors {major} must be 2 or more and name a file \
+                     (major 1 is value_schema)",
+                    t.name
+                ));
             }
         }
         Ok(())
@@ -299,6 +320,14 @@ mod tests {
             TopicConfig::parse(&dlq),
             Err(ConfigError::Invalid(_))
         ));
+        let major1 = format!(
+            "{base}topics:\n  - {{name: a.b.c, partitions: 1, replication_factor: 1, retention: 1d, \
+             cleanup_policy: delete, key: org_id, value_schema: a.avsc, \
+             value_schema_majors: {{1: b.avsc}}}}\n"
+        );
+        assert!(
+            matches!(TopicConfig::parse(&major1), Err(ConfigError::Invalid(m)) if m.contains("major 1"))
+        );
         let unknown = format!("{base}topics: []\nextra: 1\n");
         assert!(matches!(
             TopicConfig::parse(&unknown),
