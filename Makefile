@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up demo down status test test-prereqs test-durable test-chaos fmt fmt-check lint unit bench
+.PHONY: help up demo down status test test-prereqs test-durable test-chaos test-reliability fmt fmt-check lint unit bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ test-durable: ## a durable broker keeps records across SIGKILL + restart (builds
 test-chaos: test-prereqs ## SIGKILL random stages of a seeded run; its end state must equal a calm run's (~2 min)
 	$(CARGO) build --bin connector --bin bronze --bin silver --bin gold --bin rule-evaluator --bin audit-writer
 	env -u REDIS_URL $(CARGO) test -p pipeline-tests --test chaos -- --ignored --nocapture
+
+test-reliability: test-prereqs ## ~1,000,000 simulated rows through the release stages: nothing lost, RSS and lag printed (~23 min)
+	$(CARGO) build --release --bin connector --bin bronze --bin silver --bin gold --bin audit-writer
+	env -u REDIS_URL $(CARGO) test -p pipeline-tests --test reliability -- --ignored --nocapture
 
 fmt: ## format the workspace
 	$(CARGO) fmt --all

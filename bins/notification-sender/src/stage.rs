@@ -278,7 +278,7 @@ impl NotificationSender {
             .iter()
             .map(|c| idempotency_key(alert, &c.channel_id))
             .collect();
-        let sent = store.sent(partition, &keys).await?;
+        let sent = store.sent(partition, org_id, &keys).await?;
         let pending = selection
             .deliver
             .iter()

@@ -171,10 +171,18 @@ impl NotifyStore {
             .collect()
     }
 
-    /// Which of `keys` were delivered (status `sent`).
-    pub async fn sent(&self, partition: i32, keys: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    /// Which of org `org_id`'s `keys` were delivered (status `sent`).
+    pub async fn sent(
+        &self,
+        partition: i32,
+        org_id: i64,
+        keys: &[Uuid],
+    ) -> Result<HashSet<Uuid>, StoreError> {
         let live = self.live(partition).await?;
-        let rows = live.client.query(&live.stmts.sent, &[&keys]).await?;
+        let rows = live
+            .client
+            .query(&live.stmts.sent, &[&org_id, &keys])
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -276,7 +284,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     let sent = client
         .prepare(
             "SELECT idempotency_key FROM notify_deliveries \
-             WHERE idempotency_key = ANY($1) AND status = 'sent'",
+             WHERE org_id = $1 AND idempotency_key = ANY($2) AND status = 'sent'",
         )
         .await?;
     let record_sent = client.prepare(RECORD_SENT).await?;
