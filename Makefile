@@ -57,8 +57,5 @@ unit: ## run every test (cargo nextest when installed, else cargo test)
 		$(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 
-bench: test-prereqs ## benchmarks, each beside a baseline measured in the same run
-	$(CARGO) bench -p envelope --bench codec
-	$(CARGO) bench -p runtime --bench throughput
-	$(CARGO) bench -p gold --bench backlog
-	$(CARGO) bench -p audit-writer --bench writer
+bench: test-prereqs ## every benchmark beside a baseline of the same run; rewrites BENCHMARKS.md (~20 min)
+	@scripts/bench.sh

@@ -107,3 +107,19 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// Append a benchmark's Markdown figures to the file `BENCH_REPORT` names (when set):
+/// `scripts/bench.sh` builds BENCHMARKS.md from it.
+pub fn append_report(markdown: &str) {
+    use std::io::Write as _;
+    let Ok(path) = std::env::var("BENCH_REPORT") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    file.write_all(markdown.as_bytes())
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
