@@ -15,7 +15,6 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -39,7 +38,7 @@ use rdkafka::{
     producer::FutureRecord,
 };
 use testbed::TestBed;
-use testkit::{StageProcess, client_config, create_topics, wait_until};
+use testkit::{StageProcess, bench::release_bin, client_config, create_topics, wait_until};
 use topics::Topic;
 
 const STAGES: [&str; 5] = [
@@ -49,23 +48,6 @@ const STAGES: [&str; 5] = [
     "rule-evaluator",
     "notification-sender",
 ];
-
-/// Where `cargo build --release --bins` put the stage binaries.
-fn bin(name: &str) -> String {
-    let exe = std::env::current_exe().expect("the bench's own path");
-    let dir: PathBuf = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/release/deps")
-        .to_path_buf();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --bins` first (`make bench` does)",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 /// p50, p99 and p99.9 of `ms`, in milliseconds.
 fn percentiles(mut ms: Vec<f64>) -> [f64; 3] {
@@ -247,7 +229,7 @@ fn main() {
             .iter()
             .map(|s| {
                 let log = bed.dir.path().join(format!("{s}.log"));
-                StageProcess::spawn(&bin(s), &env, &log).expect("the stage starts")
+                StageProcess::spawn(&release_bin(s), &env, &log).expect("the stage starts")
             })
             .collect();
         // Every org's rule and channel applied before the first row.

@@ -13,10 +13,7 @@
 //! rows of the chain (default 100,000); `BENCH_REPORT=<file>` appends the figures as
 //! Markdown (`scripts/bench.sh` builds BENCHMARKS.md from them).
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use connector::sim::{SimConfig, Simulator};
@@ -28,12 +25,11 @@ use envelope::{
     },
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use runtime::metrics::{DEAD_LETTERED, DEDUPLICATED, MESSAGES_IN, PROCESSED};
 use testbed::TestBed;
 use testkit::{
     StageProcess,
-    bench::{passthrough, rss_kib},
-    client_config, counter_total, create_topics,
+    bench::{passthrough, release_bin, rss_kib},
+    client_config, create_topics,
 };
 use topics::Topic;
 
@@ -56,95 +52,6 @@ impl Figure {
 
     fn ratio(&self) -> f64 {
         100.0 * self.bare.as_secs_f64() / self.ours.as_secs_f64()
-    }
-}
-
-/// Where `cargo build --release --bins` put the stage binaries.
-fn bin(name: &str) -> String {
-    let exe = std::env::current_exe().expect("the bench's own path");
-    let dir: PathBuf = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/release/deps")
-        .to_path_buf();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --bins` first (`make bench` does)",
-        path.display()
-    );
-    path.display().to_string()
-}
-
-/// The finished records (processed, dead-lettered or skipped as duplicates) of the stages
-/// whose metrics are on `ports`.
-async fn finished(ports: &[u16]) -> f64 {
-    let ports = ports.to_vec();
-    tokio::task::spawn_blocking(move || {
-        ports
-            .iter()
-            .flat_map(|p| {
-                [PROCESSED, DEAD_LETTERED, DEDUPLICATED]
-                    .map(|name| counter_total(*p, name).unwrap_or(0.0))
-            })
-            .sum()
-    })
-    .await
-    .unwrap_or(0.0)
-}
-
-async fn consumed(ports: &[u16]) -> f64 {
-    let ports = ports.to_vec();
-    tokio::task::spawn_blocking(move || {
-        ports
-            .iter()
-            .map(|p| counter_total(*p, MESSAGES_IN).unwrap_or(0.0))
-            .sum()
-    })
-    .await
-    .unwrap_or(0.0)
-}
-
-/// Time `stages` draining `records`: from the first record in (start-up, migrations and
-/// group join excluded, as for the pass-through) until every record is finished. `on_poll`
-/// gets the share done at each poll (every 10 ms).
-async fn drain(
-    stages: &mut [StageProcess],
-    records: usize,
-    what: &str,
-    mut on_poll: impl FnMut(f64),
-) -> Duration {
-    let ports: Vec<u16> = stages.iter().map(StageProcess::metrics_port).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while consumed(&ports).await == 0.0 {
-        for s in stages.iter_mut() {
-            assert!(s.exited().is_none(), "{what} exited:\n{}", s.log());
-        }
-        assert!(Instant::now() < deadline, "{what} never consumed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let start = Instant::now();
-    let (mut last, mut last_change, mut last_report) = (0.0, Instant::now(), Instant::now());
-    loop {
-        let done = finished(&ports).await;
-        on_poll(done / records as f64);
-        if done >= records as f64 {
-            return start.elapsed();
-        }
-        if done > last {
-            (last, last_change) = (done, Instant::now());
-        }
-        let logs = || stages.iter().map(StageProcess::log).collect::<String>();
-        assert!(
-            last_change.elapsed() < Duration::from_secs(60),
-            "{what} stalled at {done} of {records}:\n{}",
-            logs()
-        );
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  {what}: {done:.0} of {records}");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -209,7 +116,7 @@ impl Bench {
     fn spawn(&self, stage: &str, instance: usize) -> StageProcess {
         let env = self.env(stage);
         let log = self.bed.dir.path().join(format!("{stage}-{instance}.log"));
-        StageProcess::spawn(&bin(stage), &env, &log).expect("the stage starts")
+        StageProcess::spawn(&release_bin(stage), &env, &log).expect("the stage starts")
     }
 
     /// The pass-through over `input`'s backlog, then `stage` draining it.
@@ -225,7 +132,7 @@ impl Bench {
         let mut procs = vec![self.spawn(stage, 0)];
         let pid = procs[0].pid().expect("the stage runs");
         let mut quartiles_mib = Vec::new();
-        let ours = drain(&mut procs, records, stage, |done| {
+        let ours = testbed::drain(&mut procs, records, stage, |done| {
             while quartiles_mib.len() < 4 && done >= (quartiles_mib.len() + 1) as f64 / 4.0 {
                 let now = rss_kib(pid).map_or(0, |(now, _)| now);
                 quartiles_mib.push(now as f64 / 1024.0);
@@ -308,20 +215,6 @@ fn audit_event(i: usize) -> Event<AuditEvent> {
     )
 }
 
-/// Whether the stage on `port` answers 200 on /readyz (running, partitions assigned).
-fn ready(port: u16) -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut answer = String::new();
-    stream
-        .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .and_then(|()| stream.read_to_string(&mut answer))
-        .is_ok_and(|_| answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
-}
-
 /// Two instances of `stage` in one group against one, each on a fresh backlog produced
 /// while the instances are already in the group (so no rebalance falls into the timing).
 async fn scaling(bench: &Bench, stage: &'static str, rows: usize) -> (Duration, Duration) {
@@ -330,15 +223,10 @@ async fn scaling(bench: &Bench, stage: &'static str, rows: usize) -> (Duration, 
         let mut procs: Vec<StageProcess> = (0..instances)
             .map(|i| bench.spawn(stage, 10 + 10 * round + i))
             .collect();
-        let ports: Vec<u16> = procs.iter().map(StageProcess::metrics_port).collect();
         // Ready = running with partitions assigned.
         testkit::wait_until(Duration::from_secs(120), "instances in the group", || {
-            let ports = ports.clone();
-            async move {
-                tokio::task::spawn_blocking(move || ports.iter().all(|p| ready(*p)))
-                    .await
-                    .unwrap_or(false)
-            }
+            let ready = tokio::task::block_in_place(|| procs.iter().all(StageProcess::ready));
+            async move { ready }
         })
         .await
         .unwrap_or_else(|e| {
@@ -350,7 +238,7 @@ async fn scaling(bench: &Bench, stage: &'static str, rows: usize) -> (Duration, 
             .fill(raw_rows(rows, run_seed() + round as u64))
             .await;
         let what = format!("{stage} x{instances}");
-        times.push(drain(&mut procs, rows, &what, |_| {}).await);
+        times.push(testbed::drain(&mut procs, rows, &what, |_| {}).await);
     }
     (times[0], times[1])
 }

@@ -20,11 +20,7 @@ use proptest::{
     strategy::ValueTree,
     test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
 };
-use rdkafka::{
-    Message,
-    message::Headers,
-    producer::{FutureProducer, FutureRecord},
-};
+use rdkafka::{Message, message::Headers, producer::FutureProducer};
 use runtime::{
     RuntimeArgs,
     dedupe::Dedupe,
@@ -163,19 +159,7 @@ async fn a_generated_corpus_of_bad_records_all_reaches_the_dlq_and_the_good_ones
         .set("acks", "all")
         .create()
         .expect("producer");
-    for (partition, key, value) in &records {
-        producer
-            .send(
-                FutureRecord::to(Topic::ConfigChanges.name())
-                    .partition(*partition)
-                    .key(key)
-                    .payload(value),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
+    testkit::produce_in_order(&producer, Topic::ConfigChanges.name(), &records).await;
 
     let stage = RunningStage::start(
         Echo,

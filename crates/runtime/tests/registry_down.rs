@@ -14,10 +14,7 @@ use envelope::{
     Codec, Event, Id, RegistryClient,
     payload::{audit::AuditEvent, config::ConfigChange},
 };
-use rdkafka::{
-    Message,
-    producer::{FutureProducer, FutureRecord},
-};
+use rdkafka::{Message, producer::FutureProducer};
 use runtime::{
     RuntimeArgs,
     dedupe::Dedupe,
@@ -77,17 +74,8 @@ fn evolved_schema() -> String {
 }
 
 async fn send(producer: &FutureProducer, partition: i32, key: &str, value: &[u8]) {
-    producer
-        .send(
-            FutureRecord::to(Topic::ConfigChanges.name())
-                .partition(partition)
-                .key(key)
-                .payload(value),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produced");
+    let record = (partition, key.to_owned(), value.to_vec());
+    testkit::produce_in_order(producer, Topic::ConfigChanges.name(), &[record]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

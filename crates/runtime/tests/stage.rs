@@ -24,7 +24,7 @@ use rdkafka::{
     Message,
     consumer::{BaseConsumer, Consumer},
     message::Headers,
-    producer::{FutureProducer, FutureRecord},
+    producer::FutureProducer,
 };
 use runtime::testing::{RunningStage, config_change};
 use runtime::{
@@ -111,19 +111,7 @@ async fn produce(bootstrap: &str, records: &[(i32, String, Vec<u8>)]) {
         .set("acks", "all")
         .create()
         .expect("producer");
-    for (partition, key, value) in records {
-        producer
-            .send(
-                FutureRecord::to("config.changes")
-                    .partition(*partition)
-                    .key(key)
-                    .payload(value),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
+    testkit::produce_in_order(&producer, "config.changes", records).await;
 }
 
 fn encoded(codec: &Codec, events: &[Event<ConfigChange>]) -> Vec<(i32, String, Vec<u8>)> {

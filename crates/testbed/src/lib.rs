@@ -14,7 +14,8 @@ use std::{
 use envelope::{Codec, Event, Payload};
 use rdkafka::{Message, producer::FutureProducer};
 use testkit::{
-    Broker, client_config, counter_total, create_stage_topics, pg::TestSchema, read_records,
+    Broker, StageProcess, client_config, counter_total, create_stage_topics, pg::TestSchema,
+    read_records,
 };
 use topics::{Topic, partition_for};
 
@@ -121,35 +122,82 @@ impl TestBed {
     }
 }
 
-/// Time a stage process (metrics on `port`) draining a backlog of `rows` records: from its
-/// first record in (start-up, migrations and group join excluded) until it has processed
-/// them all. `on_poll(done)` runs at every poll (every 10 ms; e.g. to sample memory), and a
-/// progress line goes to stderr every 10 s. Panics if nothing arrives within two minutes.
-pub async fn drain(port: u16, rows: usize, what: &str, mut on_poll: impl FnMut(f64)) -> Duration {
+/// The finished records (processed, dead-lettered or skipped as duplicates) of the stages
+/// whose metrics are on `ports`.
+async fn finished(ports: &[u16]) -> f64 {
+    let ports = ports.to_vec();
+    tokio::task::spawn_blocking(move || {
+        ports
+            .iter()
+            .flat_map(|p| {
+                [
+                    runtime::metrics::PROCESSED,
+                    runtime::metrics::DEAD_LETTERED,
+                    runtime::metrics::DEDUPLICATED,
+                ]
+                .map(|name| counter_total(*p, name).unwrap_or(0.0))
+            })
+            .sum()
+    })
+    .await
+    .unwrap_or(0.0)
+}
+
+/// The records the stages on `ports` consumed.
+async fn consumed(ports: &[u16]) -> f64 {
+    let ports = ports.to_vec();
+    tokio::task::spawn_blocking(move || {
+        ports
+            .iter()
+            .map(|p| counter_total(*p, runtime::metrics::MESSAGES_IN).unwrap_or(0.0))
+            .sum()
+    })
+    .await
+    .unwrap_or(0.0)
+}
+
+/// Time `stages` (one or more instances of a stage binary) draining `records`: from the
+/// first record in (start-up, migrations and group join excluded, as for a pass-through)
+/// until every record is finished. `on_poll` gets the share done at each poll (every 10 ms),
+/// e.g. to sample memory; a progress line goes to stderr every 10 s. Panics with the logs if
+/// a stage exits before consuming, nothing arrives within two minutes, or progress stalls
+/// for a minute.
+pub async fn drain(
+    stages: &mut [StageProcess],
+    records: usize,
+    what: &str,
+    mut on_poll: impl FnMut(f64),
+) -> Duration {
+    let ports: Vec<u16> = stages.iter().map(StageProcess::metrics_port).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while counter(port, runtime::metrics::MESSAGES_IN).await == 0.0 {
+    while consumed(&ports).await == 0.0 {
+        for s in stages.iter_mut() {
+            assert!(s.exited().is_none(), "{what} exited:\n{}", s.log());
+        }
         assert!(Instant::now() < deadline, "{what} never consumed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let start = Instant::now();
-    let mut last_report = Instant::now();
+    let (mut last, mut last_change, mut last_report) = (0.0, Instant::now(), Instant::now());
     loop {
-        let done = counter(port, runtime::metrics::PROCESSED).await;
-        on_poll(done);
-        if done >= rows as f64 {
+        let done = finished(&ports).await;
+        on_poll(done / records as f64);
+        if done >= records as f64 {
             return start.elapsed();
         }
+        if done > last {
+            (last, last_change) = (done, Instant::now());
+        }
+        let logs = || stages.iter().map(StageProcess::log).collect::<String>();
+        assert!(
+            last_change.elapsed() < Duration::from_secs(60),
+            "{what} stalled at {done} of {records}:\n{}",
+            logs()
+        );
         if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  {what}: {done:.0} of {rows}");
+            eprintln!("  {what}: {done:.0} of {records}");
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Counter `name` of the stage on `port` (0 when it does not answer), off the async threads.
-async fn counter(port: u16, name: &'static str) -> f64 {
-    tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
-        .await
-        .unwrap_or(0.0)
 }

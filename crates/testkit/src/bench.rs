@@ -123,3 +123,20 @@ pub fn append_report(markdown: &str) {
     file.write_all(markdown.as_bytes())
         .unwrap_or_else(|e| panic!("{path}: {e}"));
 }
+
+/// The release build of binary `name` beside the running benchmark (`target/release/`), for
+/// benchmarks that start stage binaries; panics with what to run when it is missing.
+pub fn release_bin(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/release/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --bins` first (`make bench` does)",
+        path.display()
+    );
+    path.display().to_string()
+}

@@ -171,3 +171,26 @@ pub fn read_records(
     }
     Ok(out)
 }
+
+/// Produce `records` (partition, key, value) to `topic` one after the other, each
+/// acknowledged before the next, so each partition holds them in the order given; panics on
+/// failure.
+pub async fn produce_in_order(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    records: &[(i32, String, Vec<u8>)],
+) {
+    for (partition, key, value) in records {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .partition(*partition)
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+    }
+}

@@ -51,6 +51,20 @@ impl StageProcess {
         self.metrics_port
     }
 
+    /// Whether its `/readyz` answers 200 (running, partitions assigned, breaker closed).
+    pub fn ready(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut answer = String::new();
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .and_then(|()| stream.read_to_string(&mut answer))
+            .is_ok_and(|_| answer.split_whitespace().nth(1) == Some("200"))
+    }
+
     /// Its process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
