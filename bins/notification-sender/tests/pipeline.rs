@@ -12,13 +12,13 @@ use std::{
     time::Duration,
 };
 
-use common::{Env, channel, config, spawn_sender, start_hooks};
+use common::{Env, spawn_sender, start_hooks};
 use envelope::{
     Event,
     payload::{
         alerts::{Alert, AlertState, AlertV2},
         common::{Comparator, Metric},
-        config::{ChannelKind, ConfigOp},
+        config::ConfigOp,
     },
 };
 use notification_sender::key::idempotency_key;
@@ -66,33 +66,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     // Org 1's channels: a webhook and an in-app inbox. The built-in rules name no channel,
     // so their alerts go to both.
     let mut sender = spawn_sender(&env, &[]);
-    for item in [
-        channel(
-            "ops-webhook",
-            ChannelKind::Webhook,
-            &format!("{http}/hook/org1"),
-            None,
-            None,
-            true,
-        ),
-        channel(
-            "ops-inbox",
-            ChannelKind::InApp,
-            "ops-team",
-            None,
-            None,
-            true,
-        ),
-    ] {
-        bed.produce(&config(1, 1, ConfigOp::Upsert, item)).await;
-    }
-    wait_until(
-        Duration::from_secs(60),
-        "org 1's channels stored",
-        || async { schema.count("notify_channels").await == Some(2) },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+    common::org1_webhook_and_inbox(&bed, &http, log).await;
 
     // The evaluator runs in this process for the whole test.
     let settings = RuleSettings {

@@ -10,13 +10,10 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Env, alert, channel, config, spawn_sender, start_hooks};
+use common::{Env, alert, spawn_sender, start_hooks};
 use envelope::{
     Event, Payload, RegistryClient,
-    payload::{
-        alerts::{Alert, AlertV2},
-        config::{ChannelKind, ConfigOp},
-    },
+    payload::alerts::{Alert, AlertV2},
 };
 use rdkafka::message::{Headers as _, Message as _};
 use rule_evaluator::{
@@ -80,33 +77,7 @@ async fn an_old_and_a_new_major_on_one_topic_are_both_delivered() {
     );
 
     let sender = spawn_sender(&env, &[]);
-    for item in [
-        channel(
-            "ops-webhook",
-            ChannelKind::Webhook,
-            &format!("{http}/hook/org1"),
-            None,
-            None,
-            true,
-        ),
-        channel(
-            "ops-inbox",
-            ChannelKind::InApp,
-            "ops-team",
-            None,
-            None,
-            true,
-        ),
-    ] {
-        bed.produce(&config(1, 1, ConfigOp::Upsert, item)).await;
-    }
-    wait_until(
-        Duration::from_secs(60),
-        "org 1's channels stored",
-        || async { schema.count("notify_channels").await == Some(2) },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+    common::org1_webhook_and_inbox(&bed, &http, log).await;
 
     // The old producer: major 1 alerts, to every channel of org 1.
     let old: Vec<Event<Alert>> = (0..OLD_ALERTS).map(|n| alert(1, n, &[])).collect();

@@ -153,6 +153,38 @@ pub(crate) fn spawn_sender(env: &Env, extra: &[(&'static str, &str)]) -> StagePr
         .expect("notification-sender starts")
 }
 
+/// Give org 1 a webhook channel to `{http}/hook/org1` and an in-app inbox (audience
+/// `ops-team`) and wait until the sender on `bed` stored both; `log` is printed on timeout.
+pub(crate) async fn org1_webhook_and_inbox(bed: &TestBed, http: &str, log: impl Fn() -> String) {
+    for item in [
+        channel(
+            "ops-webhook",
+            ChannelKind::Webhook,
+            &format!("{http}/hook/org1"),
+            None,
+            None,
+            true,
+        ),
+        channel(
+            "ops-inbox",
+            ChannelKind::InApp,
+            "ops-team",
+            None,
+            None,
+            true,
+        ),
+    ] {
+        bed.produce(&config(1, 1, ConfigOp::Upsert, item)).await;
+    }
+    testkit::wait_until(
+        Duration::from_secs(60),
+        "org 1's channels stored",
+        || async { bed.schema.count("notify_channels").await == Some(2) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", log()));
+}
+
 /// One call the HTTP server received.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
