@@ -13,8 +13,8 @@ use runtime::{
     metrics::{DEDUPLICATED, PROCESSED},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, bench::fill, create_topics, read_records, wait_until};
-use topics::{PartitionKey, partition_for};
+use testkit::{Broker, bench::fill, create_stage_topics, read_records, wait_until};
+use topics::{PartitionKey, Topic, partition_for};
 
 const EVENTS: usize = 300;
 const COPIES: usize = 3;
@@ -22,16 +22,9 @@ const COPIES: usize = 3;
 async fn each_event_once(dedupe: Dedupe) {
     let broker = Broker::start_memory().expect("broker");
     let b = broker.bootstrap();
-    create_topics(
-        &b,
-        &[
-            ("config.changes", 6),
-            ("config.changes.dlq", 6),
-            ("audit.events", 6),
-        ],
-    )
-    .await
-    .expect("topics");
+    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+        .await
+        .expect("topics");
     let codec = Arc::new(Codec::offline());
     // Every event three times in a row on its partition.
     let mut records = Vec::new();

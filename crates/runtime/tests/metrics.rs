@@ -11,8 +11,8 @@ use runtime::{
     metrics::{BYTES_IN, CONSUMER_LAG, PROCESSED, PROCESSING_SECONDS},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, bench::fill, create_topics, wait_until};
-use topics::{PartitionKey, partition_for};
+use testkit::{Broker, bench::fill, create_stage_topics, wait_until};
+use topics::{PartitionKey, Topic, partition_for};
 
 /// The values of the samples of `name` (exactly that name, any labels) in `text`.
 fn samples(text: &str, name: &str) -> Vec<f64> {
@@ -29,16 +29,9 @@ fn samples(text: &str, name: &str) -> Vec<f64> {
 async fn bytes_in_latency_and_lag_are_exported() {
     let broker = Broker::start_memory().expect("broker");
     let b = broker.bootstrap();
-    create_topics(
-        &b,
-        &[
-            ("config.changes", 6),
-            ("config.changes.dlq", 6),
-            ("audit.events", 6),
-        ],
-    )
-    .await
-    .expect("topics");
+    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+        .await
+        .expect("topics");
     let codec = Arc::new(Codec::offline());
     let records: Vec<(i32, String, Vec<u8>)> = (0..120)
         .map(|i| {
