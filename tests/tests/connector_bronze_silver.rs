@@ -23,7 +23,7 @@ use envelope::{
 use rdkafka::{Message, message::OwnedMessage};
 use runtime::{RuntimeArgs, dedupe::Dedupe, metrics, testing::RunningStage};
 use silver::stage::{Silver, SilverRules};
-use testkit::{Broker, create_stage_topics, read_records, wait_until};
+use testkit::{Broker, create_stage_topics, header, read_records, wait_until};
 use topics::Topic;
 
 async fn decode_all<P: envelope::Payload>(
@@ -292,12 +292,4 @@ async fn every_raw_row_is_accounted_for_exactly_once_and_orgs_keep_their_order()
     }
     assert_eq!(silver_order.len(), config.orgs as usize);
     assert_eq!(silver_order, raw_order);
-}
-
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    use rdkafka::message::Headers as _;
-    let h = m.headers()?;
-    h.iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }

@@ -29,7 +29,7 @@ use envelope::{
     },
 };
 use notification_sender::key::{idempotency_key, message_id};
-use rdkafka::{Message, message::Headers};
+use rdkafka::Message;
 use testbed::TestBed;
 use testkit::{SmtpSink, committed_offsets, end_offsets, read_records, wait_until};
 use topics::Topic;
@@ -539,14 +539,7 @@ async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
     assert!((2..=4).contains(&dead.len()), "{} dead letters", dead.len());
     let mut dead_alerts = BTreeSet::new();
     for m in &dead {
-        let header = |name: &str| {
-            m.headers().and_then(|hs| {
-                hs.iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-        };
+        let header = |name: &str| testkit::header(m, name);
         assert_eq!(
             header(runtime::dlq::headers::ERROR_CODE).as_deref(),
             Some("NOTIFY_UNKNOWN_CHANNEL")

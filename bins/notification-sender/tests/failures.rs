@@ -21,7 +21,7 @@ use axum::{
 };
 use common::{Env, alert, channel, config, spawn_sender};
 use envelope::{Event, payload::alerts::Alert, payload::config::ChannelKind};
-use rdkafka::{Message, message::Headers, producer::FutureRecord};
+use rdkafka::{Message, producer::FutureRecord};
 use testbed::TestBed;
 use testkit::{SmtpSink, committed_offsets, end_offsets, read_records, wait_until};
 use topics::Topic;
@@ -60,14 +60,7 @@ fn calls(peer: &Shared, path: &str) -> usize {
 }
 
 fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
-    m.headers()
-        .and_then(|hs| {
-            hs.iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        })
-        .unwrap_or_default()
+    testkit::header(m, name).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

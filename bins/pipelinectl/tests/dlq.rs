@@ -31,7 +31,7 @@ use runtime::{
     testing::{RunningStage, config_change, mirrored, produce_event},
 };
 use serde_json::Value;
-use testkit::{Broker, client_config, create_stage_topics, read_records, wait_until};
+use testkit::{Broker, client_config, create_stage_topics, header, read_records, wait_until};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 /// The org whose records fail while the stage is "broken".
@@ -496,12 +496,4 @@ async fn replay_after_a_fix_flows_through_once_and_the_loop_guard_stops_repeats(
     );
     assert_eq!(s.stage.metrics.total(DEAD_LETTERED), 11);
     s.stage.stop().await.expect("clean stop");
-}
-
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    use rdkafka::message::Headers;
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }

@@ -20,14 +20,14 @@ use proptest::{
     strategy::ValueTree,
     test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
 };
-use rdkafka::{Message, message::Headers, producer::FutureProducer};
+use rdkafka::{Message, producer::FutureProducer};
 use runtime::{
     RuntimeArgs,
     dedupe::Dedupe,
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, client_config, create_stage_topics, read_records, wait_until};
+use testkit::{Broker, client_config, create_stage_topics, header, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 /// How many bad and good records the corpus holds.
@@ -105,13 +105,6 @@ fn corpus(codec: &Codec) -> Vec<(Vec<u8>, &'static str)> {
         }
     }
     out
-}
-
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

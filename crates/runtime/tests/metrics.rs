@@ -14,14 +14,11 @@ use runtime::{
 use testkit::{Broker, bench::fill, create_stage_topics, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
-/// The values of the samples of `name` (exactly that name, any labels) in `text`.
-fn samples(text: &str, name: &str) -> Vec<f64> {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+/// The values of the samples named exactly `name` in `text`.
+fn values(text: &str, name: &str) -> Vec<f64> {
+    testkit::samples(text, name)
+        .into_iter()
+        .map(|(_, v)| v)
         .collect()
 }
 
@@ -62,14 +59,14 @@ async fn bytes_in_latency_and_lag_are_exported() {
     .expect("processed");
 
     let text = metrics.render();
-    let bytes_in: f64 = samples(&text, &format!("{BYTES_IN}_total")).iter().sum();
+    let bytes_in: f64 = values(&text, &format!("{BYTES_IN}_total")).iter().sum();
     assert_eq!(bytes_in, bytes as f64, "bytes in = the bytes consumed");
-    let observed: f64 = samples(&text, &format!("{PROCESSING_SECONDS}_count"))
+    let observed: f64 = values(&text, &format!("{PROCESSING_SECONDS}_count"))
         .iter()
         .sum();
     assert_eq!(observed, records.len() as f64, "one latency per record");
     assert!(
-        samples(&text, &format!("{PROCESSING_SECONDS}_sum"))
+        values(&text, &format!("{PROCESSING_SECONDS}_sum"))
             .iter()
             .sum::<f64>()
             > 0.0
@@ -77,7 +74,7 @@ async fn bytes_in_latency_and_lag_are_exported() {
 
     // The lag gauge (refreshed every 5 s) covers every partition with records, and drains.
     wait_until(Duration::from_secs(30), "lag reported and drained", || {
-        let lag = samples(&metrics.render(), CONSUMER_LAG);
+        let lag = values(&metrics.render(), CONSUMER_LAG);
         let ok = lag.len() >= partitions.len() && lag.iter().all(|l| *l <= 0.0);
         async move { ok }
     })

@@ -23,7 +23,6 @@ use envelope::{
 use rdkafka::{
     Message,
     consumer::{BaseConsumer, Consumer},
-    message::Headers,
     producer::FutureProducer,
 };
 use runtime::testing::{RunningStage, config_change};
@@ -33,7 +32,8 @@ use runtime::{
     metrics::{DEAD_LETTERED, DEDUPLICATED, PROCESSED},
 };
 use testkit::{
-    Broker, client_config, committed_offsets, create_topics, end_offsets, read_records, wait_until,
+    Broker, client_config, committed_offsets, create_topics, end_offsets, header, read_records,
+    wait_until,
 };
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -163,13 +163,6 @@ impl Reader {
             _ => None,
         })
     }
-}
-
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    let h = m.headers()?;
-    h.iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,3 +194,12 @@ pub async fn produce_in_order(
             .unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
     }
 }
+
+/// The value of header `name` of record `m`, as text (lossy UTF-8); `None` when it has none.
+pub fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers as _, Message as _};
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}

@@ -18,13 +18,13 @@ fn scrape(port: u16) -> Option<String> {
     Some(text)
 }
 
-/// The samples of counter `name` (`<name>_total`) in `text`: label part (`{…}` or empty)
-/// and value.
-fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
-    let prefix = format!("{name}_total");
+/// The samples named exactly `name` (e.g. `adpipe_events_processed_total`,
+/// `kafka_consumer_lag`, `adpipe_processing_seconds_count`) in the Prometheus `text`: label
+/// part (`{…}` or empty) and value.
+pub fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
     text.lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
+            let rest = l.strip_prefix(name)?;
             let (labels, value) = rest.rsplit_once(' ')?;
             (rest.starts_with(['{', ' '])).then_some(())?;
             Some((labels.trim(), value.parse::<f64>().ok()?))
@@ -36,7 +36,12 @@ fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
 /// `127.0.0.1:<port>/metrics`; `None` when nothing answers there.
 pub fn counter_total(port: u16, name: &str) -> Option<f64> {
     let text = scrape(port)?;
-    Some(samples(&text, name).iter().map(|(_, v)| v).sum())
+    Some(
+        samples(&text, &format!("{name}_total"))
+            .iter()
+            .map(|(_, v)| v)
+            .sum(),
+    )
 }
 
 /// The sum of counter `name` over the label sets that have every `labels` pair (e.g.
@@ -44,7 +49,7 @@ pub fn counter_total(port: u16, name: &str) -> Option<f64> {
 pub fn counter_with_labels(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let text = scrape(port)?;
     Some(
-        samples(&text, name)
+        samples(&text, &format!("{name}_total"))
             .iter()
             .filter(|(set, _)| {
                 labels
