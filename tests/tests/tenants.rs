@@ -165,6 +165,8 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
         Gold::new(GoldSettings {
             database_url: schema.url(),
             database_connections: 2,
+            commit_linger_ms: 5,
+            commit_max_writes: 1000,
             flush_interval_secs: 0,
         }),
         args(),
@@ -175,6 +177,8 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
         RuleEvaluator::new(RuleSettings {
             database_url: schema.url(),
             database_connections: 2,
+            commit_linger_ms: 5,
+            commit_max_writes: 1000,
             outbox_retention_hours: 24,
         }),
         args(),

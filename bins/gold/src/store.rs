@@ -1,14 +1,20 @@
 //! Gold's state in PostgreSQL: rows by silver's dedupe key, their per-day sums, bookings, and
-//! the next input offset per partition. Every change is one statement that also claims the input offset it
-//! reflects, so a replayed record (after a crash, before its offset was committed) changes
-//! nothing and a record is never counted twice.
+//! the next input offset per partition. Every change is one statement that also claims the
+//! input offset it reflects, so a replayed record (after a crash, before its offset was
+//! committed) changes nothing and a record is never counted twice.
+//!
+//! Rows are written through group-commit lanes ([`pgstore::Lanes`], one per connection, picked
+//! by silver partition): many rows' statements share one transaction and one WAL flush, and a
+//! row's outputs wait for its [`pgstore::Ticket`]. Configuration changes (another topic, whose
+//! partitions do not follow silver's) and the flush's listing use plain autocommit
+//! connections, so no two lanes ever write the same offsets row.
 
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use envelope::{Date, Money, payload::common::Booking};
 pub use pgstore::StoreError;
-use pgstore::{Live, Pool, Prepared};
+use pgstore::{GroupCommit, LaneTx, Lanes, Live, Param, Pool, Prepared, claim_params};
 use runtime::Position;
 use rust_decimal::Decimal;
 use tokio_postgres::{Client, Statement, types::ToSql};
@@ -131,20 +137,31 @@ impl Prepared for Statements {
     }
 }
 
-/// Gold's PostgreSQL store: a few connections, each used by the partitions that map to it
-/// (statements from different partitions pipeline on one connection).
+/// A silver partition's hold on its lane: writes and reads in the lane's open transaction.
+pub type Tx = LaneTx<Statements>;
+
+/// How a write reaches PostgreSQL: in a lane (silver rows) or autocommit (configuration
+/// changes).
+pub type Via<'a> = pgstore::Via<'a, Statements>;
+
+/// Gold's PostgreSQL store: group-commit lanes for silver rows, and a few autocommit
+/// connections for the rest (statements from different partitions pipeline on one
+/// connection).
 #[derive(Debug)]
 pub struct GoldStore {
     url: String,
     pool: Pool<Statements>,
+    lanes: Lanes<Statements>,
 }
 
 impl GoldStore {
-    /// A store on `url` with `connections` connections (at least 1); nothing is connected yet.
-    pub fn new(url: &str, connections: usize) -> GoldStore {
+    /// A store on `url`: `group.lanes` group-commit lanes and as many autocommit connections
+    /// (at least 1 each); nothing is connected yet.
+    pub fn new(url: &str, group: GroupCommit) -> GoldStore {
         GoldStore {
             url: url.to_owned(),
-            pool: Pool::new("gold", url, connections),
+            pool: Pool::new("gold", url, group.lanes),
+            lanes: Lanes::new("gold", url, group),
         }
     }
 
@@ -157,13 +174,23 @@ impl GoldStore {
         self.pool.get(partition).await
     }
 
+    /// Commit what the lane of a silver partition holds, and wait for it.
+    pub async fn commit_now(&self, partition: i32) {
+        self.lanes.commit_now(partition).await;
+    }
+
+    /// The lane of a silver partition, with its transaction open (it does not commit until
+    /// the returned hold is dropped: drop it before awaiting anything else).
+    pub async fn lane(&self, partition: i32) -> Result<Tx, StoreError> {
+        self.lanes.lane(partition).await
+    }
+
     /// Claim `at` without changing anything else (quarantined rows, settings gold ignores).
-    pub async fn skip(&self, at: Position) -> Result<Applied, StoreError> {
-        let live = self.live(at.partition).await?;
-        let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
-        let row = live
-            .client
-            .query_one(&live.stmts.claim_only, &[&topic, &partition, &offset])
+    pub async fn skip(&self, via: Via<'_>, at: Position) -> Result<Applied, StoreError> {
+        let params = claim_params(at, 3);
+        let row = self
+            .pool
+            .write(via, at.partition, |s| &s.claim_only, params)
             .await?;
         Ok(applied(row.get(0)))
     }
@@ -173,31 +200,29 @@ impl GoldStore {
     /// correction moved it to another campaign (whose aggregates changed too).
     pub async fn put_row(
         &self,
+        tx: &Tx,
         at: Position,
         row: &RowState,
     ) -> Result<(Applied, Option<String>), StoreError> {
-        let live = self.live(at.partition).await?;
-        let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
-        let line_item = row.line_item_id.clone().unwrap_or_default();
-        let spend = row.spend.value();
-        let params: [&(dyn ToSql + Sync); 15] = [
-            &topic,
-            &partition,
-            &offset,
-            &row.org_id,
-            &row.dsp_type,
-            &row.entity_id,
-            &row.day.0,
-            &row.campaign_id,
-            &line_item,
-            &row.impressions,
-            &row.clicks,
-            &row.conversions,
-            &spend,
-            &row.quality_score,
-            &partition,
-        ];
-        let r = live.client.query_one(&live.stmts.put_row, &params).await?;
+        let mut params = claim_params(at, 15);
+        params.extend([
+            Box::new(row.org_id) as Param,
+            Box::new(row.dsp_type.clone()),
+            Box::new(row.entity_id.clone()),
+            Box::new(row.day.0),
+            Box::new(row.campaign_id.clone()),
+            Box::new(row.line_item_id.clone().unwrap_or_default()),
+            Box::new(row.impressions),
+            Box::new(row.clicks),
+            Box::new(row.conversions),
+            Box::new(row.spend.value()),
+            Box::new(row.quality_score),
+            Box::new(at.partition),
+        ]);
+        let r = self
+            .pool
+            .write(Via::Lane(tx), at.partition, |s| &s.put_row, params)
+            .await?;
         let previous: Option<String> = r.get(1);
         Ok((
             applied(r.get(0)),
@@ -207,8 +232,10 @@ impl GoldStore {
 
     /// Upsert (or, `deleted`, tombstone) a booking from `source` at `version` and claim `at`;
     /// an older version than the stored one changes nothing.
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_booking(
         &self,
+        via: Via<'_>,
         at: Position,
         org_id: i64,
         booking: &Booking,
@@ -216,54 +243,44 @@ impl GoldStore {
         version: i64,
         deleted: bool,
     ) -> Result<Applied, StoreError> {
-        let live = self.live(at.partition).await?;
-        let (topic, partition, offset) = (at.topic.name(), at.partition, at.offset);
-        let line_item = booking.line_item_id.clone().unwrap_or_default();
-        let (budget, revenue) = (
-            booking.booked_budget.value(),
-            booking.booking_revenue.value(),
-        );
-        let params: [&(dyn ToSql + Sync); 15] = [
-            &topic,
-            &partition,
-            &offset,
-            &org_id,
-            &booking.campaign_id,
-            &line_item,
-            &source.as_str(),
-            &version,
-            &deleted,
-            &booking.booked_impressions,
-            &budget,
-            &revenue,
-            &booking.flight_start.0,
-            &booking.flight_end.0,
-            &booking.currency,
-        ];
-        let r = live
-            .client
-            .query_one(&live.stmts.put_booking, &params)
+        let mut params = claim_params(at, 15);
+        params.extend([
+            Box::new(org_id) as Param,
+            Box::new(booking.campaign_id.clone()),
+            Box::new(booking.line_item_id.clone().unwrap_or_default()),
+            Box::new(source.as_str()),
+            Box::new(version),
+            Box::new(deleted),
+            Box::new(booking.booked_impressions),
+            Box::new(booking.booked_budget.value()),
+            Box::new(booking.booking_revenue.value()),
+            Box::new(booking.flight_start.0),
+            Box::new(booking.flight_end.0),
+            Box::new(booking.currency.clone()),
+        ]);
+        let r = self
+            .pool
+            .write(via, at.partition, |s| &s.put_booking, params)
             .await?;
         Ok(applied(r.get(0)))
     }
 
     /// Per day and line item, the totals of a campaign's rows from `from` to `to` inclusive,
     /// and the bookings of the campaign and of `line_items` (config before report; a deleted
-    /// booking is `None`). Both queries go out together on one connection.
+    /// booking is `None`). Both queries go out together, in the lane's transaction (they see
+    /// the writes not yet committed).
     pub async fn campaign_window(
-        &self,
-        partition: i32,
+        tx: &Tx,
         org_id: i64,
         campaign_id: &str,
         line_items: &[String],
         from: Date,
         to: Date,
     ) -> Result<(Vec<DayTotals>, Vec<(String, Option<Booking>)>), StoreError> {
-        let live = self.live(partition).await?;
         let day_params: [&(dyn ToSql + Sync); 4] = [&org_id, &campaign_id, &from.0, &to.0];
         let booking_params: [&(dyn ToSql + Sync); 3] = [&org_id, &campaign_id, &line_items];
-        let days = live.client.query(&live.stmts.days, &day_params);
-        let bookings = live.client.query(&live.stmts.bookings, &booking_params);
+        let days = tx.read(|s| &s.days, &day_params);
+        let bookings = tx.read(|s| &s.bookings, &booking_params);
         let (days, bookings) = tokio::try_join!(days, bookings)?;
         let days = days
             .iter()

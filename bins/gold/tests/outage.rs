@@ -58,6 +58,8 @@ async fn a_postgresql_outage_makes_gold_wait_and_lose_nothing() {
     let gold = Gold::new(GoldSettings {
         database_url: schema.url_via(proxy.port()),
         database_connections: 2,
+        commit_linger_ms: 5,
+        commit_max_writes: 1000,
         flush_interval_secs: 0,
     });
     // Three attempts for retryable errors: without waiting, the outage would dead-letter.

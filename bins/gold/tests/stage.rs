@@ -74,6 +74,8 @@ async fn gold() -> (Gold, TestSchema) {
     let stage = Gold::new(GoldSettings {
         database_url: schema.url(),
         database_connections: 2,
+        commit_linger_ms: 5,
+        commit_max_writes: 1000,
         flush_interval_secs: 0,
     });
     stage.start().await.expect("gold starts and migrates");

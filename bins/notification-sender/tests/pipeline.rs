@@ -72,6 +72,8 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     let settings = RuleSettings {
         database_url: schema.url(),
         database_connections: 2,
+        commit_linger_ms: 5,
+        commit_max_writes: 1000,
         outbox_retention_hours: 24,
     };
     let evaluator = RunningStage::start(

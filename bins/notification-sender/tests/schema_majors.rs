@@ -90,6 +90,8 @@ async fn an_old_and_a_new_major_on_one_topic_are_both_delivered() {
             settings: RuleSettings {
                 database_url: schema.url(),
                 database_connections: 2,
+                commit_linger_ms: 5,
+                commit_max_writes: 1000,
                 outbox_retention_hours: 24,
             },
             alerts_version: 2,

@@ -471,6 +471,8 @@ fn evaluator(s: &Setup, schema: &TestSchema) -> RunningStage {
         RuleEvaluator::new(RuleSettings {
             database_url: schema.url(),
             database_connections: 2,
+            commit_linger_ms: 5,
+            commit_max_writes: 1000,
             outbox_retention_hours: 24,
         }),
         RuntimeArgs::for_tests(&s.b()),

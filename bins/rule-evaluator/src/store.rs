@@ -2,12 +2,17 @@
 //! each org's own rules, the alerts decided per input record, and the next input offset per
 //! partition. Every change is one statement that also claims the input offset it reflects,
 //! so a replayed record changes nothing and gets the alerts it was first given.
+//!
+//! Aggregates are evaluated through group-commit lanes ([`pgstore::Lanes`], picked by
+//! `gold.data.ready` partition): their state writes share transactions, and an aggregate's
+//! alerts wait for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions
+//! do not follow gold's) are written autocommit, and read by the lanes once committed.
 
 use envelope::payload::{alerts::Alert, config::RuleDefinition};
-use pgstore::{Pool, Prepared, StoreError};
+use pgstore::{GroupCommit, LaneTx, Lanes, Param, Pool, Prepared, StoreError, claim_params};
 use runtime::Position;
 use serde_json::Value;
-use tokio_postgres::{Client, Statement, types::ToSql};
+use tokio_postgres::{Client, Statement};
 
 use crate::rules::{EntityKey, EntityState};
 
@@ -111,20 +116,35 @@ impl Prepared for Statements {
     }
 }
 
+/// An aggregate partition's hold on its lane: reads and writes in the lane's transaction.
+pub type Tx = LaneTx<Statements>;
+
+/// How a write reaches PostgreSQL: in a lane (aggregates) or autocommit (rule changes).
+pub type Via<'a> = pgstore::Via<'a, Statements>;
+
 /// The rule evaluator's PostgreSQL store.
 #[derive(Debug)]
 pub struct RuleStore {
     url: String,
     pool: Pool<Statements>,
+    lanes: Lanes<Statements>,
 }
 
 impl RuleStore {
-    /// A store on `url` with `connections` connections; nothing is connected yet.
-    pub fn new(url: &str, connections: usize) -> RuleStore {
+    /// A store on `url`: `group.lanes` group-commit lanes and as many autocommit
+    /// connections; nothing is connected yet.
+    pub fn new(url: &str, group: GroupCommit) -> RuleStore {
         RuleStore {
             url: url.to_owned(),
-            pool: Pool::new("rules", url, connections),
+            pool: Pool::new("rules", url, group.lanes),
+            lanes: Lanes::new("rules", url, group),
         }
+    }
+
+    /// The lane of an aggregate partition, with its transaction open (it does not commit
+    /// until the returned hold is dropped).
+    pub async fn lane(&self, partition: i32) -> Result<Tx, StoreError> {
+        self.lanes.lane(partition).await
     }
 
     /// Apply the embedded migrations (idempotent).
@@ -133,33 +153,30 @@ impl RuleStore {
     }
 
     /// Claim `at` without changing anything else (config changes the evaluator ignores).
-    pub async fn skip(&self, at: Position) -> Result<Applied, StoreError> {
-        let live = self.pool.get(at.partition).await?;
-        let row = live
-            .client
-            .query_one(
-                &live.stmts.claim_only,
-                &[&at.topic.name(), &at.partition, &at.offset],
-            )
+    pub async fn skip(&self, via: Via<'_>, at: Position) -> Result<Applied, StoreError> {
+        let params = claim_params(at, 3);
+        let row = self
+            .pool
+            .write(via, at.partition, |s| &s.claim_only, params)
             .await?;
         Ok(applied(row.get(0)))
     }
 
     /// The stored state of `entity` (a fresh one when it has none) and the org's own rules.
     pub async fn load(
-        &self,
-        at: Position,
+        tx: &Tx,
         entity: &EntityKey,
     ) -> Result<(EntityState, Vec<StoredRule>), StoreError> {
-        let live = self.pool.get(at.partition).await?;
         let line_item = entity.line_item_id.clone().unwrap_or_default();
-        let row = live
-            .client
-            .query_one(
-                &live.stmts.load,
+        let rows = tx
+            .read(
+                |s| &s.load,
                 &[&entity.org_id, &entity.campaign_id, &line_item],
             )
             .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("the state query returned no row".into()))?;
         let state = match row.get::<_, Option<Value>>(0) {
             Some(v) => serde_json::from_value(v)
                 .map_err(|e| StoreError::Corrupt(format!("entity state: {e}")))?,
@@ -191,12 +208,12 @@ impl RuleStore {
     /// `at`, in one statement. On [`Applied::Replay`] nothing was written.
     pub async fn put_state(
         &self,
+        tx: &Tx,
         at: Position,
         entity: &EntityKey,
         state: &EntityState,
         alerts: &[Alert],
     ) -> Result<Applied, StoreError> {
-        let live = self.pool.get(at.partition).await?;
         let line_item = entity.line_item_id.clone().unwrap_or_default();
         let state = serde_json::to_value(state)
             .map_err(|e| StoreError::Query(format!("entity state: {e}")))?;
@@ -208,30 +225,26 @@ impl RuleStore {
                     .map_err(|e| StoreError::Query(format!("alerts: {e}")))?,
             )
         };
-        let params: [&(dyn ToSql + Sync); 8] = [
-            &at.topic.name(),
-            &at.partition,
-            &at.offset,
-            &entity.org_id,
-            &entity.campaign_id,
-            &line_item,
-            &state,
-            &alerts,
-        ];
-        let row = live
-            .client
-            .query_one(&live.stmts.put_state, &params)
+        let mut params = claim_params(at, 8);
+        params.extend([
+            Box::new(entity.org_id) as Param,
+            Box::new(entity.campaign_id.clone()),
+            Box::new(line_item),
+            Box::new(state),
+            Box::new(alerts),
+        ]);
+        let row = self
+            .pool
+            .write(Via::Lane(tx), at.partition, |s| &s.put_state, params)
             .await?;
         Ok(applied(row.get(0)))
     }
 
     /// The alerts first decided for the input at `at` (none when it decided none).
-    pub async fn decided(&self, at: Position) -> Result<Vec<Alert>, StoreError> {
-        let live = self.pool.get(at.partition).await?;
-        let rows = live
-            .client
-            .query(
-                &live.stmts.outbox,
+    pub async fn decided(tx: &Tx, at: Position) -> Result<Vec<Alert>, StoreError> {
+        let rows = tx
+            .read(
+                |s| &s.outbox,
                 &[&at.topic.name(), &at.partition, &at.offset],
             )
             .await?;
@@ -252,20 +265,20 @@ impl RuleStore {
         deleted: bool,
         definition: &RuleDefinition,
     ) -> Result<Applied, StoreError> {
-        let live = self.pool.get(at.partition).await?;
         let json = serde_json::to_value(definition)
             .map_err(|e| StoreError::Query(format!("rule definition: {e}")))?;
-        let params: [&(dyn ToSql + Sync); 8] = [
-            &at.topic.name(),
-            &at.partition,
-            &at.offset,
-            &org_id,
-            &definition.rule_id,
-            &version,
-            &deleted,
-            &json,
-        ];
-        let row = live.client.query_one(&live.stmts.put_rule, &params).await?;
+        let mut params = claim_params(at, 8);
+        params.extend([
+            Box::new(org_id) as Param,
+            Box::new(definition.rule_id.clone()),
+            Box::new(version),
+            Box::new(deleted),
+            Box::new(json),
+        ]);
+        let row = self
+            .pool
+            .write(Via::Autocommit, at.partition, |s| &s.put_rule, params)
+            .await?;
         Ok(applied(row.get(0)))
     }
 

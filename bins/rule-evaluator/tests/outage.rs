@@ -63,6 +63,8 @@ async fn a_postgresql_outage_makes_the_evaluator_wait_and_lose_nothing() {
     let evaluator = RuleEvaluator::new(RuleSettings {
         database_url: schema.url_via(proxy.port()),
         database_connections: 2,
+        commit_linger_ms: 5,
+        commit_max_writes: 1000,
         outbox_retention_hours: 24,
     });
     // Three attempts for retryable errors: without waiting, the outage would dead-letter.

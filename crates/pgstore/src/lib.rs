@@ -3,13 +3,20 @@
 //! store's embedded migrations run under a history table of its own ([`migrate`]); and a
 //! [`StoreError`] that tells an outage (the record waits) from a statement that cannot succeed.
 //!
+//! A stage that writes per input can commit many inputs' writes in one transaction through
+//! [`Lanes`] (group commit, see [`group`]).
+//!
 //! The stores themselves (which tables, which statements) live with their stage.
+
+pub mod group;
 
 use std::{future::Future, sync::Arc};
 
 use runtime::ProcessError;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
+
+pub use group::{GroupCommit, LaneTx, Lanes, Param, Ticket, Via, claim_params};
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +54,24 @@ impl StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        if e.is_closed() || e.as_db_error().is_none() {
-            StoreError::Unavailable(e.to_string())
-        } else {
-            StoreError::Query(e.to_string())
+        match e.as_db_error() {
+            // The server's own words (`db error` alone says nothing), classed by SQLSTATE:
+            // 08 connection exception, 53 insufficient resources (too many connections),
+            // 57 operator intervention (the server shutting down or restarting) and 40
+            // transaction rollback (deadlock, serialization) can pass; the rest cannot.
+            Some(db) if !e.is_closed() => {
+                let code = db.code().code();
+                let message = format!("{} ({code})", db.message());
+                if ["08", "40", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                {
+                    StoreError::Unavailable(message)
+                } else {
+                    StoreError::Query(message)
+                }
+            }
+            _ => StoreError::Unavailable(e.to_string()),
         }
     }
 }

@@ -25,7 +25,10 @@ use rdkafka::{
     message::{Header, Headers, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
 };
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
 use topics::Topic;
 use tracing::Instrument as _;
 
@@ -469,6 +472,46 @@ struct TopicWorkers {
 /// A record whose outputs (or dead letter) are in flight; resolves once acknowledged.
 type InFlight = std::pin::Pin<Box<dyn Future<Output = Option<Completion>> + Send>>;
 
+/// A record's turn to produce: after the partition's previous record started producing.
+/// Outputs of records whose work was deferred ([`Outputs::defer`]) are ready in whatever
+/// order that work finishes (many at once, on a group commit): the turns keep them in the
+/// order of their inputs, so a later input's output never lands before an earlier one's.
+struct Turn {
+    /// Resolves (or errs: that record produces nothing) once the previous record's
+    /// outputs are handed to the producer.
+    after: Option<oneshot::Receiver<()>>,
+    /// Dropped once this record's outputs are handed to the producer (or it has none).
+    started: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// The first turn of a partition, and the receiver the next turn waits on.
+    fn next(after: Option<oneshot::Receiver<()>>) -> (Turn, oneshot::Receiver<()>) {
+        let (started, next) = oneshot::channel();
+        (Turn { after, started }, next)
+    }
+}
+
+/// Produce a record's outputs on its turn (see [`Turn`]).
+async fn produce_in_turn<P: Processor>(
+    shared: &Shared<P>,
+    records: Vec<OutRecord>,
+    turn: Turn,
+) -> bool {
+    if let Some(after) = turn.after {
+        let _ = after.await;
+    }
+    // The first poll hands every record to the producer (its queue keeps their order);
+    // the rest is waiting for acknowledgements.
+    let mut produce = std::pin::pin!(produce_all(shared, records, true));
+    let first = futures::poll!(produce.as_mut());
+    drop(turn.started);
+    match first {
+        std::task::Poll::Ready(ok) => ok,
+        std::task::Poll::Pending => produce.await,
+    }
+}
+
 /// What to do once a record's writes are acknowledged (its worker knows the partition).
 struct Completion {
     offset: i64,
@@ -543,6 +586,7 @@ async fn process_in_order<P: Processor>(
     let mut inflight: futures::stream::FuturesOrdered<InFlight> =
         futures::stream::FuturesOrdered::new();
     let mut open = true;
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     let taking = |open: bool| open && !shared.health.breaker_open.load(Ordering::Relaxed);
     // With the breaker open, no new record is taken; writes already started are still
     // awaited, so their offsets are stored and their dead letters counted.
@@ -580,7 +624,9 @@ async fn process_in_order<P: Processor>(
                     if shared.health.breaker_open.load(Ordering::Relaxed) {
                         continue; // not taken: redelivered after the stage restarts
                     }
-                    match prepare(shared, msg, ahead).await {
+                    let (turn, next) = Turn::next(previous.take());
+                    previous = Some(next);
+                    match prepare(shared, msg, ahead, turn).await {
                         Some((f, dead)) => {
                             let f = in_transaction(shared, f, topic, partition);
                             // Counted as decided, not as acknowledged: with writes in flight,
@@ -779,6 +825,7 @@ async fn prepare<P: Processor>(
     shared: &Arc<Shared<P>>,
     msg: OwnedMessage,
     mut ahead: Ahead<P::Input>,
+    turn: Turn,
 ) -> Option<(InFlight, bool)> {
     let start = Instant::now();
     let group = P::GROUP.name();
@@ -892,10 +939,9 @@ async fn prepare<P: Processor>(
                 c.keys = keys;
                 let shared = shared.clone();
                 if deferred.is_empty() {
-                    let f: InFlight =
-                        Box::pin(
-                            async move { produce_all(&shared, records, true).await.then_some(c) },
-                        );
+                    let f: InFlight = Box::pin(async move {
+                        produce_in_turn(&shared, records, turn).await.then_some(c)
+                    });
                     return Some((f, false));
                 }
                 // Work handed over with `Outputs::defer`: the record completes (outputs,
@@ -916,7 +962,7 @@ async fn prepare<P: Processor>(
                             return dead_letter(&shared, &msg, f).await.then_some(dead);
                         }
                     }
-                    produce_all(&shared, records, true).await.then_some(c)
+                    produce_in_turn(&shared, records, turn).await.then_some(c)
                 });
                 return Some((f, false));
             }
