@@ -27,7 +27,7 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, client_config, create_stage_topics, header, read_records, wait_until};
+use testkit::{Broker, client_config, header, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 /// How many bad and good records the corpus holds.
@@ -109,11 +109,9 @@ fn corpus(codec: &Codec) -> Vec<(Vec<u8>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_corpus_of_bad_records_all_reaches_the_dlq_and_the_good_ones_all_flow() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     let partitions = Topic::ConfigChanges.spec().partitions;
 

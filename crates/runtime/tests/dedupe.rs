@@ -13,18 +13,16 @@ use runtime::{
     metrics::{DEDUPLICATED, PROCESSED},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, bench::fill, create_stage_topics, read_records, wait_until};
+use testkit::{Broker, bench::fill, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 const EVENTS: usize = 300;
 const COPIES: usize = 3;
 
 async fn each_event_once(dedupe: Dedupe) {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     // Every event three times in a row on its partition.
     let mut records = Vec::new();

@@ -27,8 +27,8 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
 };
 use testkit::{
-    Broker, MockBroker, client_config, committed_offsets, create_stage_topics, create_topics,
-    end_offsets, free_port, wait_until,
+    Broker, MockBroker, client_config, committed_offsets, create_topics, end_offsets, free_port,
+    wait_until,
 };
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -129,11 +129,9 @@ async fn the_dlq_breaker_stops_a_bad_deploy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_stage_stops_with_an_error_instead_of_stalling_a_partition() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     produce_changes(&b, &codec, 0..50).await;
     let stage = RunningStage::start(
@@ -238,11 +236,9 @@ impl Drop for Redis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_degrades_to_at_least_once() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     let redis = Redis::start();
     let url = format!("redis://127.0.0.1:{}", redis.1);

@@ -11,7 +11,7 @@ use runtime::{
     metrics::{BYTES_IN, CONSUMER_LAG, PROCESSED, PROCESSING_SECONDS},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, bench::fill, create_stage_topics, wait_until};
+use testkit::{Broker, bench::fill, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 /// The values of the samples named exactly `name` in `text`.
@@ -24,11 +24,9 @@ fn values(text: &str, name: &str) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_in_latency_and_lag_are_exported() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     let records: Vec<(i32, String, Vec<u8>)> = (0..120)
         .map(|i| {

@@ -15,7 +15,7 @@ use runtime::{
     metrics::PROCESSED,
     testing::{RunningStage, config_change, mirrored},
 };
-use testkit::{Broker, bench::fill, create_stage_topics, read_records, wait_until};
+use testkit::{Broker, bench::fill, read_records, wait_until};
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 const EVENTS: usize = 240;
@@ -49,11 +49,9 @@ impl Processor for Reversing {
 
 #[tokio::test]
 async fn deferred_work_finishing_out_of_order_keeps_outputs_in_input_order() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     // Three orgs, so three input partitions, each holding one org's changes in order.
     let mut records = Vec::new();

@@ -21,7 +21,7 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{Broker, CutProxy, client_config, create_stage_topics, read_records, wait_until};
+use testkit::{Broker, CutProxy, client_config, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 /// Log lines of the whole test process (one test in this file: the subscriber is global).
@@ -88,11 +88,9 @@ async fn a_registry_outage_holds_only_uncached_schemas_and_loses_nothing() {
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .init();
 
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let dir = tempfile::tempdir().expect("dir");
     let registry = schema_registry::spawn_local(dir.path())
         .await

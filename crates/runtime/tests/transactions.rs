@@ -18,10 +18,7 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::{Echo, RunningStage, config_change},
 };
-use testkit::{
-    Broker, MockBroker, bench::fill, committed_offsets, create_stage_topics, read_records,
-    wait_until,
-};
+use testkit::{Broker, MockBroker, bench::fill, committed_offsets, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 const PARTITIONS: i32 = 6;
@@ -54,11 +51,9 @@ async fn inputs(b: &str, codec: &Codec, n: usize, garbage: usize) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_dead_letters_and_offsets_commit_together() {
-    let broker = Broker::start_memory().expect("broker");
-    let b = broker.bootstrap();
-    create_stage_topics(&b, &[Topic::ConfigChanges, Topic::AuditEvents])
+    let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
-        .expect("topics");
+        .expect("broker");
     let codec = Arc::new(Codec::offline());
     let ends = inputs(&b, &codec, 300, 3).await;
 

@@ -52,6 +52,15 @@ impl Broker {
         Broker::start(Storage::Memory)
     }
 
+    /// A memory broker holding `topics` (with their partitions and `.dlq` side topics), and
+    /// its bootstrap address.
+    pub async fn with_stage_topics(topics: &[topics::Topic]) -> anyhow::Result<(Broker, String)> {
+        let broker = Broker::start_memory()?;
+        let bootstrap = broker.bootstrap();
+        crate::create_stage_topics(&bootstrap, topics).await?;
+        Ok((broker, bootstrap))
+    }
+
     /// Start a broker with `storage` on a free port and wait until it serves metadata.
     pub fn start(storage: Storage) -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir().context("temp dir for the broker log")?;
