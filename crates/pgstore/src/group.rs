@@ -133,7 +133,7 @@ impl<S: Prepared> Lanes<S> {
     /// [`StoreError::Unavailable`] while the lane cannot be (re)built.
     pub async fn lane(&self, shard: i32) -> Result<LaneTx<S>, StoreError> {
         let lane = self.pick(shard);
-        for _ in 0..2 {
+        loop {
             {
                 let guard = lane.conn.clone().read_owned().await;
                 let epoch = {
@@ -149,14 +149,11 @@ impl<S: Prepared> Lanes<S> {
                     });
                 }
             }
-            // No transaction open, not connected yet, or broken: (re)build it now.
+            // No transaction open, not connected yet, or broken: (re)build it now (the
+            // committer may end it again before the read lock is back: then once more).
             let mut conn = lane.conn.write().await;
             lane.open(&mut conn).await?;
         }
-        Err(StoreError::Unavailable(format!(
-            "{} lane {} could not be rebuilt",
-            lane.name, lane.index
-        )))
     }
 
     /// The lane of `shard`, its committer running.
