@@ -3,8 +3,10 @@
 //! Schemas are parsed once and kept for the life of the process (they are few and small), so
 //! the hot path neither parses nor looks up anything but a hash map: encoding serialises
 //! straight from the Rust value into the output buffer, and decoding a record written with
-//! the reader's own schema deserialises straight from the bytes. Records written with
-//! another version of the schema go through Avro schema resolution (writer → reader).
+//! the reader's own schema deserialises straight from the bytes — both through the codec's
+//! own compiled form of the schema (the private `fast` module), and through apache-avro for
+//! whatever that does not handle. Records written with another version of the schema go
+//! through Avro schema resolution (writer → reader).
 //!
 //! A topic may carry several major versions of its schema side by side (a breaking change,
 //! `value_schema_majors` in `topic-config.yaml`), each a record of its own name under a
@@ -14,9 +16,10 @@
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, Hasher},
     sync::{
         Arc, Once, OnceLock, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -26,6 +29,7 @@ use topics::Topic;
 use crate::{
     error::{DecodeError, EncodeError, RegistryError},
     event::{Event, Payload},
+    fast,
     registry::RegistryClient,
     wire,
 };
@@ -39,18 +43,24 @@ struct Reader {
     /// The schema with decimal logical types relaxed to plain bytes (see [`relax_decimals`]).
     relaxed: &'static Schema,
     record: String,
-    canonical: String,
+    /// Shared with the writers of the same schema, so a record of the reader's own schema is
+    /// recognised by pointer (see [`Codec::decode_with`]).
+    canonical: Arc<str>,
     /// The standalone schema JSON, as registered.
     json: String,
     direct: GenericDatumReader<'static>,
     writer: GenericDatumWriter<'static>,
+    /// The schema compiled for the fast encoder (see [`crate::fast`]).
+    plan: Option<fast::Plan>,
+    /// The length of the last record encoded with this schema (a size hint for the next).
+    encoded_len: AtomicUsize,
 }
 
 struct Writer {
     schema: &'static Schema,
     json: String,
     record: String,
-    canonical: String,
+    canonical: Arc<str>,
     /// The topic and major version whose record this schema writes, when this codec's
     /// catalog has one of that name.
     major: Option<(Topic, u32)>,
@@ -65,7 +75,7 @@ impl Writer {
         schema: &'static Schema,
         json: String,
         record: String,
-        canonical: String,
+        canonical: Arc<str>,
         major: Option<(Topic, u32)>,
     ) -> Writer {
         Writer {
@@ -103,13 +113,67 @@ type Resolution = Result<Arc<GenericDatumReader<'static>>, DecodeError>;
 /// A topic's schema of one major version: what the readers and registered ids are keyed by.
 type Major = (Topic, u32);
 
+/// How the codec's maps hash their keys (topics, majors, schema ids): they are looked up a
+/// few times per record, and SipHash cost more than the lookups themselves. The keys are few
+/// and never chosen by an attacker: a multiply-rotate hash (FxHash's) is enough.
+#[derive(Debug, Clone, Copy, Default)]
+struct SmallKeys;
+
+impl BuildHasher for SmallKeys {
+    type Hasher = SmallKeyHasher;
+
+    fn build_hasher(&self) -> SmallKeyHasher {
+        SmallKeyHasher(0)
+    }
+}
+
+/// See [`SmallKeys`].
+struct SmallKeyHasher(u64);
+
+impl SmallKeyHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+impl Hasher for SmallKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The product's high bits are its best: hashbrown indexes with the low ones.
+        self.0.rotate_left(26)
+    }
+}
+
 /// Encodes and decodes the events of every topic. Cheap to share behind an `Arc`.
 pub struct Codec {
     registry: Option<RegistryClient>,
-    readers: HashMap<Major, Reader>,
-    own_ids: RwLock<HashMap<Major, u32>>,
-    writers: RwLock<HashMap<u32, Arc<Writer>>>,
-    resolutions: RwLock<HashMap<(u32, Major), Resolution>>,
+    readers: HashMap<Major, Reader, SmallKeys>,
+    own_ids: RwLock<HashMap<Major, u32, SmallKeys>>,
+    writers: RwLock<HashMap<u32, Arc<Writer>, SmallKeys>>,
+    resolutions: RwLock<HashMap<(u32, Major), Resolution, SmallKeys>>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -176,7 +240,7 @@ impl Codec {
             apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
             apache_avro::util::set_serde_human_readable(false);
         });
-        let mut readers = HashMap::new();
+        let mut readers = HashMap::default();
         for topic in Topic::ALL {
             assert!(
                 catalog.for_topic(topic.name()).is_some(),
@@ -208,19 +272,21 @@ impl Codec {
                     schema,
                     relaxed,
                     record: record_name(schema),
-                    canonical: schema.canonical_form(),
+                    canonical: schema.canonical_form().into(),
                     json: subject.json.clone(),
                     direct,
                     writer,
+                    plan: fast::Plan::compile(schema),
+                    encoded_len: AtomicUsize::new(0),
                 },
             );
         }
         Codec {
             registry,
             readers,
-            own_ids: RwLock::new(HashMap::new()),
-            writers: RwLock::new(HashMap::new()),
-            resolutions: RwLock::new(HashMap::new()),
+            own_ids: RwLock::new(HashMap::default()),
+            writers: RwLock::new(HashMap::default()),
+            resolutions: RwLock::new(HashMap::default()),
         }
     }
 
@@ -291,7 +357,13 @@ impl Codec {
     /// data written by other schema versions).
     pub fn add_writer_schema(&self, id: u32, schema_json: &str) -> Result<(), String> {
         let schema = Schema::parse_str(schema_json).map_err(|e| format!("invalid schema: {e}"))?;
-        let canonical = schema.canonical_form();
+        let canonical: Arc<str> = schema.canonical_form().into();
+        // The reader's own copy when it is the reader's schema: compared by pointer then.
+        let canonical = self
+            .readers
+            .values()
+            .find(|r| r.canonical == canonical)
+            .map_or(canonical, |r| r.canonical.clone());
         let record = record_name(&schema);
         let major = self.major_of(&record);
         let writer = Arc::new(Writer::new(
@@ -356,28 +428,112 @@ impl Codec {
         event: &Event<P>,
         buf: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let id =
-            self.major_schema_id(P::TOPIC, P::MAJOR)
-                .ok_or_else(|| EncodeError::NotRegistered {
-                    topic: P::TOPIC.name().to_owned(),
-                })?;
-        let reader = self
-            .reader(P::TOPIC, P::MAJOR)
-            .ok_or_else(|| EncodeError::NotRegistered {
-                topic: P::TOPIC.name().to_owned(),
-            })?;
+        let (id, reader) = self.writes::<P>()?;
+        Codec::write(id, reader, event, buf)
+    }
+
+    /// The registered id and the schema `P` is written with.
+    fn writes<P: Payload>(&self) -> Result<(u32, &Reader), EncodeError> {
+        let not_registered = || EncodeError::NotRegistered {
+            topic: P::TOPIC.name().to_owned(),
+        };
+        let id = self
+            .major_schema_id(P::TOPIC, P::MAJOR)
+            .ok_or_else(not_registered)?;
+        let reader = self.reader(P::TOPIC, P::MAJOR).ok_or_else(not_registered)?;
+        Ok((id, reader))
+    }
+
+    fn write<P: Payload>(
+        id: u32,
+        reader: &Reader,
+        event: &Event<P>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         wire::write_header(buf, id);
+        // The fast encoder writes apache-avro's bytes for what it handles; anything else (or
+        // an error, reported as apache-avro reports it) goes through apache-avro.
+        if let Some(plan) = &reader.plan {
+            if fast::encode(plan, event, buf).is_ok() {
+                reader.encoded_len.store(buf.len(), Ordering::Relaxed);
+                return Ok(());
+            }
+            buf.truncate(wire::HEADER_LEN);
+        }
         reader
             .writer
             .write_ser(buf, event)
             .map_err(|e| EncodeError::from_avro(P::TOPIC.name(), &e))?;
+        reader.encoded_len.store(buf.len(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Encode `event` with apache-avro only, bypassing the fast encoder (to compare them).
+    #[cfg(test)]
+    pub(crate) fn encode_with_apache<P: Payload>(
+        &self,
+        event: &Event<P>,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let (id, reader) = self.writes::<P>()?;
+        let mut buf = Vec::new();
+        wire::write_header(&mut buf, id);
+        reader
+            .writer
+            .write_ser(&mut buf, event)
+            .map_err(|e| EncodeError::from_avro(P::TOPIC.name(), &e))?;
+        Ok(buf)
+    }
+
+    /// Whether the fast encoder alone encodes `event` (no fallback to apache-avro).
+    #[cfg(test)]
+    pub(crate) fn encodes_fast<P: Payload>(&self, event: &Event<P>) -> bool {
+        let Some(plan) = self
+            .reader(P::TOPIC, P::MAJOR)
+            .and_then(|r| r.plan.as_ref())
+        else {
+            return false;
+        };
+        fast::encode(plan, event, &mut Vec::new()).is_ok()
+    }
+
+    /// A framed record of `P`'s own schema decoded by the fast decoder alone (`None` when it
+    /// gives up or leaves bytes over) and by apache-avro alone.
+    #[cfg(test)]
+    pub(crate) fn decode_both<P: Payload>(
+        &self,
+        bytes: &[u8],
+    ) -> (Option<Event<P>>, Result<Event<P>, String>) {
+        let (_, body) = wire::split(bytes).expect("framed");
+        let reader = self.reader(P::TOPIC, P::MAJOR).expect("reader");
+        let mut input = body;
+        let fast = reader
+            .plan
+            .as_ref()
+            .and_then(|plan| fast::decode::<Event<P>>(plan, &mut input).ok())
+            .filter(|_| input.is_empty());
+        let mut rest = body;
+        let apache = reader
+            .direct
+            .read_deser::<Event<P>>(&mut rest)
+            .map_err(|e| e.to_string())
+            .and_then(|e| {
+                if rest.is_empty() {
+                    Ok(e)
+                } else {
+                    Err(format!("{} trailing bytes", rest.len()))
+                }
+            });
+        (fast, apache)
     }
 
     /// Encode `event` in Confluent wire format.
     pub fn encode<P: Payload>(&self, event: &Event<P>) -> Result<Vec<u8>, EncodeError> {
-        let mut buf = Vec::with_capacity(256);
-        self.encode_into(event, &mut buf)?;
+        let (id, reader) = self.writes::<P>()?;
+        // Room for a record like the last one of the topic, so the buffer is not grown (and
+        // copied) while the record is written.
+        let last = reader.encoded_len.load(Ordering::Relaxed);
+        let mut buf = Vec::with_capacity((last + 64).clamp(256, 64 * 1024));
+        Codec::write(id, reader, event, &mut buf)?;
         Ok(buf)
     }
 
@@ -452,7 +608,19 @@ impl Codec {
         let (_, body) = wire::split(bytes)?;
         let reader = self.reader_for::<P>(id, writer)?;
         let mut rest = body;
-        let event = if writer.canonical == reader.canonical {
+        let event = if Arc::ptr_eq(&writer.canonical, &reader.canonical)
+            || writer.canonical == reader.canonical
+        {
+            // The fast decoder reads what apache-avro reads; on any error (or bytes left over)
+            // apache-avro decodes the record again and reports it.
+            if let Some(plan) = &reader.plan {
+                let mut input = body;
+                if let Ok(event) = fast::decode::<Event<P>>(plan, &mut input)
+                    && input.is_empty()
+                {
+                    return Ok(event);
+                }
+            }
             reader
                 .direct
                 .read_deser::<Event<P>>(&mut rest)

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod error;
 pub mod event;
 pub mod evolution;
+mod fast;
 pub mod payload;
 pub mod registry;
 pub mod values;

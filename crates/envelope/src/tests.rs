@@ -7,9 +7,16 @@ use topics::Topic;
 use crate::{
     Codec, DecodeError, Event, Payload,
     payload::{
-        alerts::Alert, audit::AuditEvent, bronze::CleanedRow, config::ConfigChange, etl::Execution,
-        gold::AggregateReady, raw::RawReport, silver::ProcessedRow,
+        alerts::{Alert, AlertV2},
+        audit::AuditEvent,
+        bronze::CleanedRow,
+        config::ConfigChange,
+        etl::Execution,
+        gold::AggregateReady,
+        raw::RawReport,
+        silver::ProcessedRow,
     },
+    wire,
 };
 
 /// The topic's schema with one extra optional field in the payload: a different writer
@@ -82,6 +89,106 @@ round_trip_tests!(
     config_change_round_trips: ConfigChange,
     execution_round_trips: Execution,
     audit_event_round_trips: AuditEvent,
+);
+
+/// The fast encoder writes exactly apache-avro's bytes, and handles every event of every
+/// topic by itself (no fallback to apache-avro on the hot path); the fast decoder reads every
+/// such record by itself, as apache-avro reads it.
+fn fast_encoding_matches<P: Payload>(event: &Event<P>) {
+    let codec = Codec::offline();
+    let fast = codec.encode(event).expect("encode");
+    let apache = codec
+        .encode_with_apache(event)
+        .expect("apache-avro encodes");
+    assert_eq!(fast, apache);
+    assert!(
+        codec.encodes_fast(event),
+        "the fast encoder gave up on {event:?}"
+    );
+    let (fast, apache) = codec.decode_both::<P>(&apache);
+    assert_eq!(fast.as_ref(), Some(event), "the fast decoder gave up");
+    assert_eq!(apache.as_ref(), Ok(event));
+}
+
+/// Whatever the fast decoder accepts, apache-avro decodes to the same value (what it refuses
+/// goes to apache-avro anyway).
+fn fast_decoding_agrees<P: Payload>(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let (fast, apache) = Codec::offline().decode_both::<P>(bytes);
+    if let Some(fast) = fast {
+        prop_assert_eq!(Ok(fast), apache);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fast_decoder_agrees_on_corrupted_records(
+        event in any::<Event<ConfigChange>>(),
+        flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let codec = Codec::offline();
+        let mut bytes = codec.encode(&event).expect("encode");
+        for (at, byte) in flips {
+            let i = wire::HEADER_LEN + at.index(bytes.len() - wire::HEADER_LEN);
+            bytes[i] = byte;
+        }
+        fast_decoding_agrees::<ConfigChange>(&bytes)?;
+        let keep = wire::HEADER_LEN + cut.index(bytes.len() - wire::HEADER_LEN + 1);
+        fast_decoding_agrees::<ConfigChange>(&bytes[..keep])?;
+    }
+
+    #[test]
+    fn fast_decoder_agrees_on_corrupted_rows(
+        event in any::<Event<ProcessedRow>>(),
+        flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let codec = Codec::offline();
+        let mut bytes = codec.encode(&event).expect("encode");
+        for (at, byte) in flips {
+            let i = wire::HEADER_LEN + at.index(bytes.len() - wire::HEADER_LEN);
+            bytes[i] = byte;
+        }
+        fast_decoding_agrees::<ProcessedRow>(&bytes)?;
+    }
+
+    #[test]
+    fn fast_decoder_agrees_on_garbage(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let codec = Codec::offline();
+        let id = codec.schema_id(Topic::AuditEvents).expect("id");
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&id.to_be_bytes());
+        bytes.extend_from_slice(&body);
+        fast_decoding_agrees::<AuditEvent>(&bytes)?;
+    }
+}
+
+macro_rules! fast_encoding_tests {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            $(
+                #[test]
+                fn $name(event in any::<Event<$ty>>()) {
+                    fast_encoding_matches(&event);
+                }
+            )*
+        }
+    };
+}
+
+fast_encoding_tests!(
+    raw_report_encodes_fast: RawReport,
+    cleaned_row_encodes_fast: CleanedRow,
+    processed_row_encodes_fast: ProcessedRow,
+    aggregate_encodes_fast: AggregateReady,
+    alert_encodes_fast: Alert,
+    alert_v2_encodes_fast: AlertV2,
+    config_change_encodes_fast: ConfigChange,
+    execution_encodes_fast: Execution,
+    audit_event_encodes_fast: AuditEvent,
 );
 
 proptest! {

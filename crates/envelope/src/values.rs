@@ -163,7 +163,40 @@ pub struct Timestamp(pub DateTime<Utc>);
 impl Timestamp {
     /// Now, truncated to milliseconds (what Avro keeps).
     pub fn now() -> Timestamp {
-        Timestamp::from_millis(Utc::now().timestamp_millis()).unwrap_or(Timestamp(Utc::now()))
+        let now = Utc::now();
+        Timestamp::from_millis(now.timestamp_millis()).unwrap_or(Timestamp(now))
+    }
+
+    /// The length of [`Timestamp::write_rfc3339_millis`]'s text for the years 0 to 9999.
+    pub const RFC3339_MILLIS_LEN: usize = 24;
+
+    /// Append the RFC 3339 text with milliseconds and `Z` (`2024-12-26T10:00:00.000Z`, what
+    /// `Display` writes) to `out`.
+    pub fn write_rfc3339_millis(&self, out: &mut String) {
+        use chrono::{Datelike, Timelike};
+        let t = self.0;
+        let (year, nanos) = (t.year(), t.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            // Signed years and leap seconds, as chrono writes them.
+            out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            return;
+        }
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut digits = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        digits(0, 4, year as u32);
+        digits(5, 2, t.month());
+        digits(8, 2, t.day());
+        digits(11, 2, t.hour());
+        digits(14, 2, t.minute());
+        digits(17, 2, t.second());
+        digits(20, 3, nanos / 1_000_000);
+        // ASCII digits and separators.
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     }
 
     /// Milliseconds since the Unix epoch.
@@ -189,7 +222,9 @@ impl fmt::Debug for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        let mut text = String::with_capacity(Timestamp::RFC3339_MILLIS_LEN);
+        self.write_rfc3339_millis(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -491,6 +526,47 @@ mod tests {
         let t = Timestamp::from_millis(1_735_207_200_000).expect("ts");
         assert_eq!(t.to_string(), "2024-12-26T10:00:00.000Z");
         assert_eq!(Timestamp::from_millis(i64::MAX), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_print_as_chrono_prints_them(
+            t in proptest::prelude::any::<Timestamp>(),
+            nanos in 0u32..1_000_000,
+        ) {
+            let chrono = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            proptest::prop_assert_eq!(t.to_string(), chrono(t.0));
+            // Sub-millisecond digits are cut, not rounded.
+            let finer = Timestamp(t.0 + chrono::TimeDelta::nanoseconds(i64::from(nanos)));
+            proptest::prop_assert_eq!(finer.to_string(), chrono(finer.0));
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_four_digit_years_print_as_chrono_prints_them() {
+        for ms in [
+            -62_135_596_800_001,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            -100_000_000_000_000,
+            253_402_300_800_000,
+            i64::from(i32::MAX) * 100_000,
+        ] {
+            let t = Timestamp::from_millis(ms).expect("representable");
+            assert_eq!(
+                t.to_string(),
+                t.0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "{ms}"
+            );
+        }
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 1_500))
+            .expect("leap second")
+            .and_utc();
+        assert_eq!(
+            Timestamp(leap).to_string(),
+            leap.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
     }
 
     #[test]

@@ -7,7 +7,19 @@
 //! run.
 //!
 //! `cargo bench -p runtime --bench throughput` (`make bench`); `BENCH_EVENTS` sets the count;
-//! `BENCH_REPORT=<file>` appends the figures as Markdown.
+//! `BENCH_REPORT=<file>` appends the figures as Markdown. `BENCH_ONLY=memory` (or `bare`,
+//! `redis`, comma-separated) runs only those loops; `BENCH_TRACING=text` logs as the stage
+//! binaries do.
+//!
+//! Instructions per record, repeatable on a noisy machine: run the bench under callgrind with
+//! `BENCH_CALLGRIND=1`, which dumps the counts at the start and end of each loop (named after
+//! it), e.g.
+//!
+//! ```text
+//! BENCH_ONLY=memory BENCH_EVENTS=20000 BENCH_CALLGRIND=1 valgrind --tool=callgrind \
+//!     --collect-atstart=yes target/release/deps/throughput-<hash>
+//! callgrind_annotate callgrind.out.<pid>.2   # the memory loop: total Ir / BENCH_EVENTS
+//! ```
 
 use std::{
     sync::Arc,
@@ -62,7 +74,28 @@ fn records(codec: &Codec, n: usize, tag: &str) -> Vec<(i32, String, Vec<u8>)> {
         .collect()
 }
 
+/// Whether `BENCH_ONLY` (unset: every loop) includes `what`.
+fn runs(what: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o.trim() == what))
+}
+
+/// Under callgrind with `BENCH_CALLGRIND` set: dump the counts so far as `name` (the next
+/// dump then holds what ran in between).
+fn callgrind_dump(name: &str) {
+    if std::env::var_os("BENCH_CALLGRIND").is_some() {
+        let _ = std::process::Command::new("callgrind_control")
+            .arg(format!("--dump={name}"))
+            .arg(std::process::id().to_string())
+            .status();
+    }
+}
+
 fn main() {
+    // `BENCH_TRACING=text` (or `json`): log as a stage binary does (`runtime::init_tracing`,
+    // `RUST_LOG` or `info`), to count what the per-record spans cost with a subscriber.
+    if let Ok(format) = std::env::var("BENCH_TRACING") {
+        runtime::init_tracing(&format);
+    }
     let n: usize = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -87,24 +120,6 @@ fn main() {
         .await
         .expect("topics");
         let codec = Arc::new(Codec::offline());
-        fill(&b, "bench.in", &records(&codec, n, "bare")).await;
-        fill(&b, "config.changes", &records(&codec, n, "memory")).await;
-
-        let c0 = cpu_seconds();
-        let base = passthrough(&b, "bench.in", "bench.out", n).await;
-        let c1 = cpu_seconds();
-        let memory = stage(&b, n, codec.clone(), Dedupe::memory(n * 2)).await;
-        let c2 = cpu_seconds();
-        // The same stage with its event ids in Redis, as the binaries run: the group goes
-        // on from its committed offsets over a second backlog.
-        fill(&b, "config.changes", &records(&codec, n, "redis")).await;
-        let prefix = format!("adpipe:bench:{}", envelope::Id::new());
-        let redis = Dedupe::redis("redis://127.0.0.1:6379", prefix, Duration::from_secs(900))
-            .await
-            .expect("Redis at 127.0.0.1:6379");
-        let c3 = cpu_seconds();
-        let with_redis = stage(&b, n, codec, redis).await;
-        let c4 = cpu_seconds();
         let rate = |d: Duration| n as f64 / d.as_secs_f64();
         let us = |c: f64| 1e6 * c / n as f64;
         let mut md = format!(
@@ -113,21 +128,56 @@ fn main() {
              the offset) in this process, beside a bare rdkafka consume→produce loop over the \
              same number of records on the same broker (6 partitions), in the same run. CPU is \
              this process's (not the broker's) per record, group join included.\n\n\
-             | loop | records/s | / bare | CPU per record |\n| --- | ---: | ---: | ---: |\n\
-             | bare rdkafka consume→produce | {:.0} | 100 % | {:.1} µs |\n",
-            rate(base),
-            us(c1 - c0)
+             | loop | records/s | / bare | CPU per record |\n| --- | ---: | ---: | ---: |\n"
         );
-        for (what, d, cpu) in [
-            ("runtime, in-memory dedupe", memory, c2 - c1),
-            ("runtime, Redis dedupe", with_redis, c4 - c3),
-        ] {
+        let mut base = None;
+        if runs("bare") {
+            fill(&b, "bench.in", &records(&codec, n, "bare")).await;
+            callgrind_dump("before-bare");
+            let c0 = cpu_seconds();
+            let d = passthrough(&b, "bench.in", "bench.out", n).await;
+            let cpu = cpu_seconds() - c0;
+            callgrind_dump("bare");
             md.push_str(&format!(
-                "| {what} | {:.0} | **{:.1} %** | {:.1} µs |\n",
+                "| bare rdkafka consume→produce | {:.0} | 100 % | {:.1} µs |\n",
                 rate(d),
-                100.0 * rate(d) / rate(base),
                 us(cpu)
             ));
+            base = Some(d);
+        }
+        let mut row = |what: &str, d: Duration, cpu: f64| {
+            let share = base.map_or("–".to_owned(), |b| {
+                format!("**{:.1} %**", 100.0 * rate(d) / rate(b))
+            });
+            md.push_str(&format!(
+                "| {what} | {:.0} | {share} | {:.1} µs |\n",
+                rate(d),
+                us(cpu)
+            ));
+        };
+        if runs("memory") {
+            fill(&b, "config.changes", &records(&codec, n, "memory")).await;
+            callgrind_dump("before-memory");
+            let c1 = cpu_seconds();
+            let memory = stage(&b, n, codec.clone(), Dedupe::memory(n * 2)).await;
+            let cpu = cpu_seconds() - c1;
+            callgrind_dump("memory");
+            row("runtime, in-memory dedupe", memory, cpu);
+        }
+        if runs("redis") {
+            // The same stage with its event ids in Redis, as the binaries run: the group goes
+            // on from its committed offsets over a second backlog.
+            fill(&b, "config.changes", &records(&codec, n, "redis")).await;
+            let prefix = format!("adpipe:bench:{}", envelope::Id::new());
+            let redis = Dedupe::redis("redis://127.0.0.1:6379", prefix, Duration::from_secs(900))
+                .await
+                .expect("Redis at 127.0.0.1:6379");
+            callgrind_dump("before-redis");
+            let c3 = cpu_seconds();
+            let with_redis = stage(&b, n, codec, redis).await;
+            let cpu = cpu_seconds() - c3;
+            callgrind_dump("redis");
+            row("runtime, Redis dedupe", with_redis, cpu);
         }
         md.push('\n');
         print!("{md}");

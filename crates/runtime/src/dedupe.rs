@@ -8,6 +8,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    hash::{BuildHasher, Hasher},
     sync::Mutex,
     time::Duration,
 };
@@ -21,7 +22,66 @@ pub struct Dedupe {
     /// Ids marked by this process, most recent first out of the window last: the whole store
     /// in memory mode, a cache in front of Redis otherwise.
     recent: Mutex<Recent>,
-    pending: Mutex<HashSet<Id>>,
+    pending: Mutex<Ids>,
+}
+
+/// A set of ids, hashed with [`IdHashing`].
+type Ids = HashSet<Id, IdHashing>;
+
+/// How the in-process sets hash ids: every record is looked up, reserved and marked, several
+/// set operations each, and SipHash over the 16 bytes was most of their cost. Ids are UUIDs
+/// whose bits are random or SHA-1 output, so folding their two halves with a multiply (and a
+/// per-process random seed) spreads them as well.
+#[derive(Debug, Clone)]
+struct IdHashing {
+    seed: u64,
+}
+
+impl Default for IdHashing {
+    fn default() -> Self {
+        IdHashing {
+            seed: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+        }
+    }
+}
+
+impl BuildHasher for IdHashing {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.seed)
+    }
+}
+
+/// See [`IdHashing`].
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let product = u128::from(self.0 ^ word) * u128::from(K);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The id of a stage-level idempotency key (e.g. bronze's `request_id` and row): a UUID v5 in
@@ -55,7 +115,7 @@ enum Store {
 struct Recent {
     capacity: usize,
     order: VecDeque<Id>,
-    ids: HashSet<Id>,
+    ids: Ids,
 }
 
 impl Recent {
@@ -89,7 +149,7 @@ impl Dedupe {
                 capacity: capacity.max(1),
                 ..Recent::default()
             }),
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Ids::default()),
         }
     }
 
@@ -310,6 +370,30 @@ mod tests {
         d.mark(id).await.expect("mark");
         assert!(d.seen(id).await.expect("redis"));
         d.mark(id).await.expect("marking twice is fine");
+    }
+
+    #[test]
+    fn id_hashes_spread_over_low_and_high_bits() {
+        // hashbrown picks the bucket from the low bits and a tag from the top 7.
+        let hashing = IdHashing::default();
+        let sequential = (0..65_536u128).map(|n| Id(uuid::Uuid::from_u128(n)));
+        let v7 = (0..65_536).map(|_| Id::new());
+        let keys = (0..65_536).map(|n| key_id(&format!("req-{n}/0")));
+        for (what, ids) in [
+            ("sequential", sequential.collect::<Vec<_>>()),
+            ("v7", v7.collect()),
+            ("v5 keys", keys.collect()),
+        ] {
+            let hashes: Vec<u64> = ids.iter().map(|id| hashing.hash_one(id)).collect();
+            let low: HashSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+            let tags: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+            assert!(
+                low.len() > 4_000,
+                "{what}: {} of 4096 low buckets",
+                low.len()
+            );
+            assert_eq!(tags.len(), 128, "{what}: top-7-bit tags");
+        }
     }
 
     #[test]

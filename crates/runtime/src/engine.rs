@@ -7,7 +7,7 @@
 //! more on shutdown.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     future::Future,
     sync::{
         Arc, Mutex,
@@ -293,8 +293,9 @@ pub async fn run_stage<P: Processor>(
     // A weak reference: if this stage is dropped (aborted), the consumer closes and leaves the
     // group instead of lingering as a member that holds partitions.
     let lag_task = tokio::spawn(track_lag(Arc::downgrade(&consumer), metrics.clone(), group));
-    // Per topic: its counters; per partition: the worker's queue (looked up without allocating).
-    let mut workers: HashMap<String, TopicWorkers> = HashMap::new();
+    // Per topic (a stage reads a few): its counters; per partition: the worker's queue. Looked
+    // up by comparing names and indexing, without allocating or hashing.
+    let mut workers: Vec<TopicWorkers> = Vec::new();
     let mut tasks = JoinSet::new();
     // A worker that panicked (its partition would stall for good) or a failed transaction:
     // the stage stops and exits with an error; its unfinished records are redelivered to the
@@ -354,24 +355,32 @@ pub async fn run_stage<P: Processor>(
                 continue;
             }
         };
-        if !workers.contains_key(msg.topic()) {
-            let l = labels(group, msg.topic());
-            let w = TopicWorkers {
-                messages_in: metrics.messages_in.get_or_create(&l).clone(),
-                bytes_in: metrics.bytes_in.get_or_create(&l).clone(),
-                processed: metrics.processed.get_or_create(&l).clone(),
-                partitions: HashMap::new(),
-            };
-            workers.insert(msg.topic().to_owned(), w);
-        }
-        let Some(w) = workers.get_mut(msg.topic()) else {
-            continue;
+        let w = match workers.iter().position(|w| w.topic == msg.topic()) {
+            Some(i) => &mut workers[i],
+            None => {
+                let l = labels(group, msg.topic());
+                workers.push(TopicWorkers {
+                    topic: msg.topic().to_owned(),
+                    messages_in: metrics.messages_in.get_or_create(&l).clone(),
+                    bytes_in: metrics.bytes_in.get_or_create(&l).clone(),
+                    processed: metrics.processed.get_or_create(&l).clone(),
+                    partitions: Vec::new(),
+                });
+                let last = workers.len() - 1;
+                &mut workers[last]
+            }
         };
         w.messages_in.inc();
         w.bytes_in
             .inc_by(msg.payload().map_or(0, |p| p.len()) as u64);
+        let Ok(p) = usize::try_from(msg.partition()) else {
+            continue; // a consumed record always has its partition
+        };
+        if w.partitions.len() <= p {
+            w.partitions.resize_with(p + 1, || None);
+        }
         let processed = &w.processed;
-        let tx = w.partitions.entry(msg.partition()).or_insert_with(|| {
+        let tx = w.partitions[p].get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(args.max_in_flight_per_partition.max(1));
             tasks.spawn(worker(
                 shared.clone(),
@@ -463,10 +472,12 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// The workers of one input topic and its counters (looked up once, not per record).
 struct TopicWorkers {
+    topic: String,
     messages_in: Counter,
     bytes_in: Counter,
     processed: Counter,
-    partitions: HashMap<i32, mpsc::Sender<OwnedMessage>>,
+    /// The queue of each partition's worker, by partition.
+    partitions: Vec<Option<mpsc::Sender<OwnedMessage>>>,
 }
 
 /// A record whose outputs (or dead letter) are in flight; resolves once acknowledged.
@@ -594,8 +605,9 @@ async fn process_in_order<P: Processor>(
         tokio::select! {
             biased;
             first = inflight.next(), if !inflight.is_empty() => {
-                // Every completion that is ready joins one batch.
-                let mut batch = Vec::new();
+                // Every completion that is ready joins one batch (sized for all that can be,
+                // rather than grown and copied completion by completion).
+                let mut batch = Vec::with_capacity((inflight.len() + 1).min(BATCH));
                 let mut ended = false;
                 match first {
                     Some(Some(c)) => batch.push(c),
@@ -882,7 +894,8 @@ async fn prepare<P: Processor>(
                 return Some((dead_letter_later(msg, f), true));
             }
         };
-        let meta = input.metadata().clone();
+        let meta = input.metadata();
+        let event_id = meta.event_id;
         // The event's span is attached to the futures that run for it, never entered across
         // an await: a guard held over an await leaks into other tasks on the thread.
         let span = tracing::info_span!("event", event_id = %meta.event_id, correlation_id = %meta.correlation_id, org_id = meta.org_id);
@@ -890,16 +903,12 @@ async fn prepare<P: Processor>(
         // here; otherwise the store's answer from the look-ahead, or a lookup now.
         let seen = if !P::DEDUPE {
             Ok(false)
-        } else if shared.dedupe.seen_locally(meta.event_id) {
+        } else if shared.dedupe.seen_locally(event_id) {
             Ok(true)
         } else if let Some(stored) = ahead.stored.take() {
             stored
         } else {
-            shared
-                .dedupe
-                .seen(meta.event_id)
-                .instrument(span.clone())
-                .await
+            shared.dedupe.seen(event_id).instrument(span.clone()).await
         };
         match seen {
             Ok(true) => {
@@ -917,9 +926,10 @@ async fn prepare<P: Processor>(
         }
         // In flight from here: a duplicate right behind it is skipped, not processed twice.
         if P::DEDUPE {
-            shared.dedupe.reserve(meta.event_id);
+            shared.dedupe.reserve(event_id);
         }
-        let mut out = Outputs::new(&shared.codec, &meta, &shared.source)
+        // The outputs copy what they need of the envelope: the input goes to the stage.
+        let mut out = Outputs::new(&shared.codec, meta, &shared.source)
             .with_store(&shared.dedupe, &shared.metrics)
             .at(Position {
                 topic,
@@ -935,7 +945,7 @@ async fn prepare<P: Processor>(
             Ok(()) => {
                 let deferred = out.take_deferred();
                 let (records, keys) = out.into_parts();
-                let mut c = completion(Some(meta.event_id), &msg);
+                let mut c = completion(Some(event_id), &msg);
                 c.keys = keys;
                 let shared = shared.clone();
                 if deferred.is_empty() {
@@ -949,7 +959,7 @@ async fn prepare<P: Processor>(
                 let f: InFlight = Box::pin(async move {
                     for work in deferred {
                         if let Err(e) = work.wait().instrument(span.clone()).await {
-                            for id in c.keys.into_iter().chain(P::DEDUPE.then_some(meta.event_id)) {
+                            for id in c.keys.into_iter().chain(P::DEDUPE.then_some(event_id)) {
                                 shared.dedupe.release(id);
                             }
                             shared
@@ -972,7 +982,7 @@ async fn prepare<P: Processor>(
                     .into_parts()
                     .1
                     .into_iter()
-                    .chain(P::DEDUPE.then_some(meta.event_id))
+                    .chain(P::DEDUPE.then_some(event_id))
                 {
                     shared.dedupe.release(id);
                 }
@@ -1027,13 +1037,36 @@ async fn pause<P: Processor>(shared: &Shared<P>, attempt: u32) -> bool {
     !shared.stopping.load(Ordering::Relaxed)
 }
 
-fn owned_headers(headers: &[(&'static str, String)]) -> OwnedHeaders {
-    headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+/// librdkafka's copy of `headers`, sized once instead of grown header by header.
+fn owned_headers<'k, 'v>(
+    headers: impl ExactSizeIterator<Item = (&'k str, &'v str)>,
+) -> OwnedHeaders {
+    let owned = OwnedHeaders::new_with_capacity(headers.len());
+    headers.fold(owned, |h, (k, v)| {
         h.insert(Header {
             key: k,
             value: Some(v.as_bytes()),
         })
     })
+}
+
+/// Send one output record; resolves once the broker acknowledged (or refused) it.
+async fn send<P: Processor>(
+    shared: &Shared<P>,
+    r: &OutRecord,
+) -> rdkafka::producer::future_producer::OwnedDeliveryResult {
+    let headers = owned_headers(r.headers.iter());
+    shared
+        .producer
+        .send(
+            FutureRecord::to(r.topic)
+                .partition(r.partition)
+                .key(&r.key)
+                .payload(&r.value)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
 }
 
 /// Produce records and wait for every acknowledgement, retrying failed sends until they are
@@ -1046,32 +1079,35 @@ async fn produce_all<P: Processor>(
 ) -> bool {
     let mut pending: Vec<OutRecord> = records;
     let mut attempt = 0;
+    let refused = |r: &OutRecord, e: &rdkafka::error::KafkaError| {
+        tracing::warn!(error = %e, topic = r.topic, "produce failed; retrying");
+    };
     while !pending.is_empty() {
         attempt += 1;
-        let sends = pending.iter().map(|r| {
-            let headers = owned_headers(&r.headers);
-            shared.producer.send(
-                FutureRecord::to(r.topic)
-                    .partition(r.partition)
-                    .key(&r.key)
-                    .payload(&r.value)
-                    .headers(headers),
-                Duration::from_secs(30),
-            )
-        });
-        let results = futures::future::join_all(sends).await;
-        let results_len = results.len();
-        let failed: Vec<OutRecord> = pending
-            .into_iter()
-            .zip(results)
-            .filter_map(|(r, res)| match res {
-                Ok(_) => None,
+        let results_len = pending.len();
+        let failed: Vec<OutRecord> = if pending.len() == 1 {
+            // One output (most stages): no futures to join, nothing to collect.
+            match send(shared, &pending[0]).await {
+                Ok(_) => Vec::new(),
                 Err((e, _)) => {
-                    tracing::warn!(error = %e, topic = r.topic, "produce failed; retrying");
-                    Some(r)
+                    refused(&pending[0], &e);
+                    pending
                 }
-            })
-            .collect();
+            }
+        } else {
+            let results = futures::future::join_all(pending.iter().map(|r| send(shared, r))).await;
+            pending
+                .into_iter()
+                .zip(results)
+                .filter_map(|(r, res)| match res {
+                    Ok(_) => None,
+                    Err((e, _)) => {
+                        refused(&r, &e);
+                        Some(r)
+                    }
+                })
+                .collect()
+        };
         if counted {
             shared
                 .metrics
@@ -1115,7 +1151,7 @@ async fn dead_letter<P: Processor>(
         attempt += 1;
         let mut record = FutureRecord::<[u8], [u8]>::to(&dlq)
             .partition(msg.partition())
-            .headers(owned_headers(&headers));
+            .headers(owned_headers(headers.iter().map(|(k, v)| (*k, v.as_str()))));
         if let Some(k) = msg.key() {
             record = record.key(k);
         }

@@ -28,7 +28,9 @@ use std::{sync::Arc, time::Duration};
 
 pub use engine::{Health, Parts, producer, run_stage, secure_producer};
 use envelope::{Codec, RegistryClient, Source};
-pub use processor::{Deferred, Input, OutRecord, Outputs, Position, ProcessError, Processor, Tick};
+pub use processor::{
+    Deferred, Input, OutRecord, Outputs, Position, ProcessError, Processor, RecordHeaders, Tick,
+};
 pub use settings::{KafkaSecurity, RegistryAuth, RuntimeArgs, Secret};
 
 /// What [`inputs!`] expands to refers to.

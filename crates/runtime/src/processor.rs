@@ -264,19 +264,29 @@ pub fn derived_id(cause: Id, index: usize) -> Id {
 }
 
 /// A W3C `traceparent` for an event that arrived without one: the trace id is the
-/// correlation id (so one report pull is one trace), the span id comes from the event id.
+/// correlation id (so one report pull is one trace), the span id comes from the event id
+/// (the last 16 hex digits of its simple form, in reverse order).
 pub fn traceparent(m: &EventMetadata) -> String {
-    let trace = m.correlation_id.0.simple().to_string();
-    let span: String = m
-        .event_id
-        .0
-        .simple()
-        .to_string()
-        .chars()
-        .rev()
-        .take(16)
-        .collect();
-    format!("00-{trace}-{span}-01")
+    traceparent_of(m.correlation_id, m.event_id)
+}
+
+fn traceparent_of(correlation_id: Id, event_id: Id) -> String {
+    let mut trace = uuid::Uuid::encode_buffer();
+    let trace = correlation_id.0.simple().encode_lower(&mut trace);
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = event_id.0.simple().encode_lower(&mut id).as_bytes();
+    let mut span = [0u8; 16];
+    for (to, from) in span.iter_mut().zip(id.iter().rev()) {
+        *to = *from;
+    }
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    out.push_str(trace);
+    out.push('-');
+    // Hex digits: ASCII.
+    out.push_str(std::str::from_utf8(&span).unwrap_or_default());
+    out.push_str("-01");
+    out
 }
 
 /// Header names of every record a stage produces: the CloudEvents (Kafka binding)
@@ -324,7 +334,81 @@ pub struct OutRecord {
     /// Confluent-framed Avro value.
     pub value: Vec<u8>,
     /// Headers: CloudEvents attributes and the correlation id.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: RecordHeaders,
+}
+
+/// The headers of an output record: every one of [`headers::ALL`], in that order. The values
+/// share one buffer (one allocation per record instead of one per header).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordHeaders {
+    values: String,
+    /// Where each header's value ends in `values`.
+    ends: [usize; headers::ALL.len()],
+}
+
+impl RecordHeaders {
+    /// The headers of the record of `m`.
+    pub fn of(m: &EventMetadata) -> RecordHeaders {
+        let traceparent = m.traceparent.as_deref().unwrap_or_default();
+        let mut values = String::with_capacity(
+            3 + 2 * uuid::fmt::Hyphenated::LENGTH
+                + m.event_type.len()
+                + m.source.service.len()
+                + Timestamp::RFC3339_MILLIS_LEN
+                + traceparent.len()
+                + m.event_version.len(),
+        );
+        let mut ends = [0; headers::ALL.len()];
+        let mut id = uuid::Uuid::encode_buffer();
+        let mut end = |values: &mut String, i: usize| ends[i] = values.len();
+        // In the order of `headers::ALL`.
+        values.push_str("1.0");
+        end(&mut values, 0);
+        values.push_str(m.event_id.0.hyphenated().encode_lower(&mut id));
+        end(&mut values, 1);
+        values.push_str(&m.event_type);
+        end(&mut values, 2);
+        values.push_str(&m.source.service);
+        end(&mut values, 3);
+        m.timestamp.write_rfc3339_millis(&mut values);
+        end(&mut values, 4);
+        values.push_str(m.correlation_id.0.hyphenated().encode_lower(&mut id));
+        end(&mut values, 5);
+        values.push_str(traceparent);
+        end(&mut values, 6);
+        values.push_str(&m.event_version);
+        end(&mut values, 7);
+        RecordHeaders { values, ends }
+    }
+
+    /// Each header's name and value, in the order they are written.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'static str, &str)> + '_ {
+        headers::ALL.iter().enumerate().map(|(i, name)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            (*name, &self.values[start..self.ends[i]])
+        })
+    }
+
+    /// The value of the header `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none (never: every record has all of them).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl std::fmt::Debug for RecordHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Work a stage handed elsewhere for an input (the audit writer's batched insert): the runtime
@@ -360,7 +444,7 @@ impl std::fmt::Debug for Deferred {
 #[derive(Debug)]
 pub struct Outputs<'a> {
     codec: &'a Codec,
-    cause: &'a EventMetadata,
+    cause: Cause,
     source: &'a Source,
     records: Vec<OutRecord>,
     store: Option<(&'a Dedupe, &'a Metrics)>,
@@ -369,12 +453,27 @@ pub struct Outputs<'a> {
     deferred: Vec<Deferred>,
 }
 
+/// What the outputs of an input take from its envelope (copied, so that the input itself can
+/// be handed to the stage).
+#[derive(Debug)]
+struct Cause {
+    event_id: Id,
+    correlation_id: Id,
+    org_id: i64,
+    traceparent: Option<String>,
+}
+
 impl<'a> Outputs<'a> {
     /// Outputs of an event with envelope `cause`, produced by `source`.
-    pub fn new(codec: &'a Codec, cause: &'a EventMetadata, source: &'a Source) -> Outputs<'a> {
+    pub fn new(codec: &'a Codec, cause: &EventMetadata, source: &'a Source) -> Outputs<'a> {
         Outputs {
             codec,
-            cause,
+            cause: Cause {
+                event_id: cause.event_id,
+                correlation_id: cause.correlation_id,
+                org_id: cause.org_id,
+                traceparent: cause.traceparent.clone(),
+            },
             source,
             records: Vec::new(),
             store: None,
@@ -462,13 +561,30 @@ impl<'a> Outputs<'a> {
         }
     }
 
-    /// Emit `payload` as a new event caused by the input.
+    /// Emit `payload` as a new event caused by the input: what [`Event::caused_by`] makes of
+    /// it, with the event id derived from the input's ([`derived_id`]) and, when the input
+    /// had none, a [`traceparent`].
     pub fn emit<P: Payload>(&mut self, payload: P) -> Result<(), ProcessError> {
-        let mut event = Event::caused_by(self.cause, self.source.clone(), payload);
-        event.metadata.event_id = derived_id(self.cause.event_id, self.records.len());
-        if event.metadata.traceparent.is_none() {
-            event.metadata.traceparent = Some(traceparent(&event.metadata));
-        }
+        let cause = &self.cause;
+        let event_id = derived_id(cause.event_id, self.records.len());
+        let traceparent = match &cause.traceparent {
+            Some(t) => t.clone(),
+            None => traceparent_of(cause.correlation_id, event_id),
+        };
+        let event = Event {
+            metadata: EventMetadata {
+                event_id,
+                event_type: P::TOPIC.name().to_owned(),
+                event_version: P::VERSION.to_owned(),
+                timestamp: Timestamp::now(),
+                source: self.source.clone(),
+                correlation_id: cause.correlation_id,
+                org_id: cause.org_id,
+                causation_id: Some(cause.event_id),
+                traceparent: Some(traceparent),
+            },
+            payload,
+        };
         self.emit_event(&event)
     }
 
@@ -490,19 +606,7 @@ impl<'a> Outputs<'a> {
             partition,
             key: event.record_key(),
             value,
-            headers: vec![
-                (headers::SPECVERSION, "1.0".to_owned()),
-                (headers::ID, m.event_id.to_string()),
-                (headers::TYPE, m.event_type.clone()),
-                (headers::SOURCE, m.source.service.clone()),
-                (headers::TIME, m.timestamp.to_string()),
-                (headers::CORRELATION_ID, m.correlation_id.to_string()),
-                (
-                    headers::TRACEPARENT,
-                    m.traceparent.clone().unwrap_or_default(),
-                ),
-                (headers::EVENT_VERSION, m.event_version.clone()),
-            ],
+            headers: RecordHeaders::of(m),
         });
         Ok(())
     }
@@ -520,5 +624,85 @@ impl<'a> Outputs<'a> {
     /// Take the records and the idempotency keys to mark once they are acknowledged.
     pub fn into_parts(self) -> (Vec<OutRecord>, Vec<Id>) {
         (self.records, self.marks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envelope::payload::audit::AuditEvent;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// How `traceparent` was first written (character by character).
+    fn traceparent_by_chars(m: &EventMetadata) -> String {
+        let trace = m.correlation_id.0.simple().to_string();
+        let span: String = m
+            .event_id
+            .0
+            .simple()
+            .to_string()
+            .chars()
+            .rev()
+            .take(16)
+            .collect();
+        format!("00-{trace}-{span}-01")
+    }
+
+    /// The headers as they were first written, one string each.
+    fn headers_one_by_one(m: &EventMetadata) -> Vec<(&'static str, String)> {
+        vec![
+            (headers::SPECVERSION, "1.0".to_owned()),
+            (headers::ID, m.event_id.to_string()),
+            (headers::TYPE, m.event_type.clone()),
+            (headers::SOURCE, m.source.service.clone()),
+            (headers::TIME, m.timestamp.to_string()),
+            (headers::CORRELATION_ID, m.correlation_id.to_string()),
+            (
+                headers::TRACEPARENT,
+                m.traceparent.clone().unwrap_or_default(),
+            ),
+            (headers::EVENT_VERSION, m.event_version.clone()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn traceparent_and_headers_are_what_they_were(m in any::<EventMetadata>()) {
+            prop_assert_eq!(traceparent(&m), traceparent_by_chars(&m));
+            let h = RecordHeaders::of(&m);
+            let now: Vec<(&str, String)> = h.iter().map(|(k, v)| (k, v.to_owned())).collect();
+            prop_assert_eq!(now, headers_one_by_one(&m));
+            let id = m.event_id.to_string();
+            prop_assert_eq!(h.get(headers::ID), Some(id.as_str()));
+            prop_assert_eq!(h.len(), headers::ALL.len());
+        }
+
+        #[test]
+        fn emit_makes_the_event_caused_by_the_input(
+            cause in any::<EventMetadata>(),
+            payload in any::<AuditEvent>(),
+        ) {
+            let codec = Codec::offline();
+            let source = Source { service: "s".into(), instance: "i".into() };
+            let mut out = Outputs::new(&codec, &cause, &source);
+            out.emit(payload.clone()).expect("emit");
+            out.emit(payload.clone()).expect("emit");
+            for (index, r) in out.records().iter().enumerate() {
+                let got = codec.decode_known::<AuditEvent>(&r.value).expect("decode");
+                // What `emit` did before: `Event::caused_by`, then the derived id and a
+                // traceparent when the input had none.
+                let mut want = Event::caused_by(&cause, source.clone(), payload.clone());
+                want.metadata.event_id = derived_id(cause.event_id, index);
+                if want.metadata.traceparent.is_none() {
+                    want.metadata.traceparent = Some(traceparent(&want.metadata));
+                }
+                want.metadata.timestamp = got.metadata.timestamp;
+                prop_assert_eq!(&got, &want);
+                let listed: Vec<(&str, String)> =
+                    r.headers.iter().map(|(k, v)| (k, v.to_owned())).collect();
+                prop_assert_eq!(listed, headers_one_by_one(&want.metadata));
+            }
+        }
     }
 }
