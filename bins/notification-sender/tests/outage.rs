@@ -19,13 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Env, alert, channel, config, spawn_sender, start_hooks};
+use common::{Env, alert, spawn_sender, start_hooks};
 use envelope::{
     Event,
-    payload::{
-        alerts::{Alert, AlertV2},
-        config::{ChannelKind, ConfigOp},
-    },
+    payload::alerts::{Alert, AlertV2},
 };
 use notification_sender::key::idempotency_key;
 use rdkafka::Message as _;
@@ -133,26 +130,7 @@ async fn a_postgresql_outage_pauses_the_sender_which_then_delivers_every_alert_o
     // Each org: a webhook (its own path) and an in-app inbox.
     let orgs = orgs();
     for &org in &orgs {
-        for item in [
-            channel(
-                "ops-webhook",
-                ChannelKind::Webhook,
-                &format!("{http}/hook/org{org}"),
-                None,
-                None,
-                true,
-            ),
-            channel(
-                "ops-inbox",
-                ChannelKind::InApp,
-                "ops-team",
-                None,
-                None,
-                true,
-            ),
-        ] {
-            bed.produce(&config(org, 1, ConfigOp::Upsert, item)).await;
-        }
+        common::webhook_and_inbox(&bed, &http, org).await;
     }
     let channels = 2 * orgs.len() as i64;
     wait_until(

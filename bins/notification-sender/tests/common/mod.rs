@@ -153,14 +153,14 @@ pub(crate) fn spawn_sender(env: &Env, extra: &[(&'static str, &str)]) -> StagePr
         .expect("notification-sender starts")
 }
 
-/// Give org 1 a webhook channel to `{http}/hook/org1` and an in-app inbox (audience
-/// `ops-team`) and wait until the sender on `bed` stored both; `log` is printed on timeout.
-pub(crate) async fn org1_webhook_and_inbox(bed: &TestBed, http: &str, log: impl Fn() -> String) {
+/// Give `org` a webhook channel to `{http}/hook/org{org}` and an in-app inbox (audience
+/// `ops-team`), as version 1 of each.
+pub(crate) async fn webhook_and_inbox(bed: &TestBed, http: &str, org: i64) {
     for item in [
         channel(
             "ops-webhook",
             ChannelKind::Webhook,
-            &format!("{http}/hook/org1"),
+            &format!("{http}/hook/org{org}"),
             None,
             None,
             true,
@@ -174,8 +174,14 @@ pub(crate) async fn org1_webhook_and_inbox(bed: &TestBed, http: &str, log: impl 
             true,
         ),
     ] {
-        bed.produce(&config(1, 1, ConfigOp::Upsert, item)).await;
+        bed.produce(&config(org, 1, ConfigOp::Upsert, item)).await;
     }
+}
+
+/// [`webhook_and_inbox`] for org 1, and wait until the sender on `bed` stored both; `log` is
+/// printed on timeout.
+pub(crate) async fn org1_webhook_and_inbox(bed: &TestBed, http: &str, log: impl Fn() -> String) {
+    webhook_and_inbox(bed, http, 1).await;
     testkit::wait_until(
         Duration::from_secs(60),
         "org 1's channels stored",
