@@ -487,19 +487,47 @@ type InFlight = std::pin::Pin<Box<dyn Future<Output = Option<Completion>> + Send
 /// Outputs of records whose work was deferred ([`Outputs::defer`]) are ready in whatever
 /// order that work finishes (many at once, on a group commit): the turns keep them in the
 /// order of their inputs, so a later input's output never lands before an earlier one's.
+/// A record that produces nothing (a duplicate, a dead letter) passes its turn on only once
+/// the records before it have started producing: dropping a turn keeps the chain.
 struct Turn {
     /// Resolves (or errs: that record produces nothing) once the previous record's
     /// outputs are handed to the producer.
     after: Option<oneshot::Receiver<()>>,
     /// Dropped once this record's outputs are handed to the producer (or it has none).
-    started: oneshot::Sender<()>,
+    started: Option<oneshot::Sender<()>>,
 }
 
 impl Turn {
     /// The first turn of a partition, and the receiver the next turn waits on.
     fn next(after: Option<oneshot::Receiver<()>>) -> (Turn, oneshot::Receiver<()>) {
         let (started, next) = oneshot::channel();
-        (Turn { after, started }, next)
+        (
+            Turn {
+                after,
+                started: Some(started),
+            },
+            next,
+        )
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(started) = self.started.take() else {
+            return;
+        };
+        match self.after.take() {
+            // The previous record may still be waiting for its deferred work: pass the turn
+            // on once it has started producing.
+            Some(after) => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn(async move {
+                    let _ = after.await;
+                    drop(started);
+                })),
+                Err(_) => drop(started),
+            },
+            None => drop(started),
+        }
     }
 }
 
@@ -507,16 +535,16 @@ impl Turn {
 async fn produce_in_turn<P: Processor>(
     shared: &Shared<P>,
     records: Vec<OutRecord>,
-    turn: Turn,
+    mut turn: Turn,
 ) -> bool {
-    if let Some(after) = turn.after {
+    if let Some(after) = turn.after.take() {
         let _ = after.await;
     }
     // The first poll hands every record to the producer (its queue keeps their order);
     // the rest is waiting for acknowledgements.
     let mut produce = std::pin::pin!(produce_all(shared, records, true));
     let first = futures::poll!(produce.as_mut());
-    drop(turn.started);
+    drop(turn);
     match first {
         std::task::Poll::Ready(ok) => ok,
         std::task::Poll::Pending => produce.await,
@@ -944,34 +972,50 @@ async fn prepare<P: Processor>(
         {
             Ok(()) => {
                 let deferred = out.take_deferred();
-                let (records, keys) = out.into_parts();
                 let mut c = completion(Some(event_id), &msg);
-                c.keys = keys;
                 let shared = shared.clone();
                 if deferred.is_empty() {
+                    let (records, keys) = out.into_parts();
+                    c.keys = keys;
                     let f: InFlight = Box::pin(async move {
                         produce_in_turn(&shared, records, turn).await.then_some(c)
                     });
                     return Some((f, false));
                 }
                 // Work handed over with `Outputs::defer`: the record completes (outputs,
-                // offset) once it is done; its error dead-letters the record.
+                // offset) once it is done, with what the work emits then; its error
+                // dead-letters the record.
+                let pending = out.pend();
                 let f: InFlight = Box::pin(async move {
+                    let mut late = Vec::new();
+                    let mut result = Ok(());
                     for work in deferred {
-                        if let Err(e) = work.wait().instrument(span.clone()).await {
-                            for id in c.keys.into_iter().chain(P::DEDUPE.then_some(event_id)) {
-                                shared.dedupe.release(id);
+                        match work.wait().instrument(span.clone()).await {
+                            Ok(l) => late.extend(l),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
                             }
-                            shared
-                                .metrics
-                                .failed
-                                .get_or_create(&with_code(&labels(group, msg.topic()), e.code))
-                                .inc();
-                            let f = failure(e.code, e.message, attempt, first);
-                            let dead = completion(None, &msg);
-                            return dead_letter(&shared, &msg, f).await.then_some(dead);
                         }
                     }
+                    let mut out = pending.resume(&shared.codec, &shared.source);
+                    let result =
+                        result.and_then(|()| late.into_iter().try_for_each(|l| l(&mut out)));
+                    let (records, keys) = out.into_parts();
+                    if let Err(e) = result {
+                        for id in keys.into_iter().chain(P::DEDUPE.then_some(event_id)) {
+                            shared.dedupe.release(id);
+                        }
+                        shared
+                            .metrics
+                            .failed
+                            .get_or_create(&with_code(&labels(group, msg.topic()), e.code))
+                            .inc();
+                        let f = failure(e.code, e.message, attempt, first);
+                        let dead = completion(None, &msg);
+                        return dead_letter(&shared, &msg, f).await.then_some(dead);
+                    }
+                    c.keys = keys;
                     produce_in_turn(&shared, records, turn).await.then_some(c)
                 });
                 return Some((f, false));

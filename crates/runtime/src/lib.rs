@@ -29,7 +29,8 @@ use std::{sync::Arc, time::Duration};
 pub use engine::{Health, Parts, producer, run_stage, secure_producer};
 use envelope::{Codec, RegistryClient, Source};
 pub use processor::{
-    Deferred, Input, OutRecord, Outputs, Position, ProcessError, Processor, RecordHeaders, Tick,
+    Deferred, Input, Late, OutRecord, Outputs, Pending, Position, ProcessError, Processor,
+    RecordHeaders, Tick,
 };
 pub use settings::{KafkaSecurity, RegistryAuth, RuntimeArgs, Secret};
 

@@ -411,19 +411,24 @@ impl std::fmt::Debug for RecordHeaders {
     }
 }
 
-/// Work a stage handed elsewhere for an input (the audit writer's batched insert): the runtime
-/// awaits it after [`Processor::process`] returned and before the input's outputs are produced
-/// and its offset stored. See [`Outputs::defer`].
+/// Work a stage handed elsewhere for an input (the audit writer's batched insert, gold's
+/// batched rows): the runtime awaits it after [`Processor::process`] returned and before the
+/// input's outputs are produced and its offset stored. See [`Outputs::defer`] and
+/// [`Outputs::defer_outputs`].
 ///
 /// The future sits behind a mutex only so that [`Outputs`] stays `Sync` (a stage may hold
 /// `&Outputs` across an await); it is never polled through a shared reference.
 pub struct Deferred(std::sync::Mutex<Pin<Box<DeferredWork>>>);
 
-type DeferredWork = dyn Future<Output = Result<(), ProcessError>> + Send + 'static;
+type DeferredWork = dyn Future<Output = Result<Option<Late>, ProcessError>> + Send + 'static;
+
+/// Outputs a stage decides only once its deferred work is done (gold's aggregates, read after
+/// its batch is written): called on the input's [`Outputs`], after what `process` emitted.
+pub type Late = Box<dyn FnOnce(&mut Outputs<'_>) -> Result<(), ProcessError> + Send>;
 
 impl Deferred {
-    /// Wait for the work.
-    pub async fn wait(self) -> Result<(), ProcessError> {
+    /// Wait for the work; what it emits once done, if anything.
+    pub async fn wait(self) -> Result<Option<Late>, ProcessError> {
         let work = self.0.into_inner().unwrap_or_else(|p| p.into_inner());
         work.await
     }
@@ -432,6 +437,37 @@ impl Deferred {
 impl std::fmt::Debug for Deferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Deferred")
+    }
+}
+
+/// The [`Outputs`] of an input whose work was deferred, set aside until that work is done
+/// ([`Outputs::pend`], [`Pending::resume`]).
+#[derive(Debug)]
+pub struct Pending {
+    cause: Cause,
+    position: Option<Position>,
+    records: Vec<OutRecord>,
+    marks: Vec<Id>,
+}
+
+impl Pending {
+    /// The outputs again, to emit what the deferred work decided.
+    pub fn resume<'a>(self, codec: &'a Codec, source: &'a Source) -> Outputs<'a> {
+        Outputs {
+            codec,
+            cause: self.cause,
+            source,
+            records: self.records,
+            store: None,
+            marks: self.marks,
+            position: self.position,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// The idempotency keys reserved so far.
+    pub fn marks(&self) -> &[Id] {
+        &self.marks
     }
 }
 
@@ -546,7 +582,24 @@ impl<'a> Outputs<'a> {
     /// the input with that code and message.
     pub fn defer(&mut self, work: impl Future<Output = Result<(), ProcessError>> + Send + 'static) {
         self.deferred
-            .push(Deferred(std::sync::Mutex::new(Box::pin(work))));
+            .push(Deferred(std::sync::Mutex::new(Box::pin(async move {
+                work.await.map(|()| None)
+            }))));
+    }
+
+    /// As [`Outputs::defer`], for work that decides outputs of this input once it is done:
+    /// `work` resolves to a [`Late`] that the runtime calls on these outputs (event ids
+    /// still derived from the input, after those emitted in `process`) before producing
+    /// them. Gold gathers many inputs' rows into one statement this way and emits each
+    /// input's aggregates from what the statement wrote.
+    pub fn defer_outputs(
+        &mut self,
+        work: impl Future<Output = Result<Late, ProcessError>> + Send + 'static,
+    ) {
+        self.deferred
+            .push(Deferred(std::sync::Mutex::new(Box::pin(async move {
+                work.await.map(Some)
+            }))));
     }
 
     /// Take the work handed over with [`Outputs::defer`], in order.
@@ -624,6 +677,16 @@ impl<'a> Outputs<'a> {
     /// Take the records and the idempotency keys to mark once they are acknowledged.
     pub fn into_parts(self) -> (Vec<OutRecord>, Vec<Id>) {
         (self.records, self.marks)
+    }
+
+    /// Set these outputs aside while the input's deferred work runs (see [`Pending`]).
+    pub fn pend(self) -> Pending {
+        Pending {
+            cause: self.cause,
+            position: self.position,
+            records: self.records,
+            marks: self.marks,
+        }
     }
 }
 

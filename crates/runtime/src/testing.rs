@@ -106,10 +106,15 @@ where
         .at(position);
     let mut result = stage.process(input, &mut out).await;
     if result.is_ok() {
-        // Work handed over with `Outputs::defer` completes the input, as in the runtime.
+        // Work handed over with `Outputs::defer` completes the input, as in the runtime,
+        // with what it emits once done.
         for work in out.take_deferred() {
-            if let Err(e) = work.wait().await {
-                result = Err(e);
+            match work.wait().await {
+                Ok(Some(late)) => result = late(&mut out),
+                Ok(None) => {}
+                Err(e) => result = Err(e),
+            }
+            if result.is_err() {
                 break;
             }
         }
