@@ -167,6 +167,7 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
             database_connections: 2,
             commit_linger_ms: 5,
             commit_max_writes: 1000,
+            max_batch_rows: 500,
             flush_interval_secs: 0,
         }),
         args(),

@@ -32,7 +32,11 @@
 //! transaction, and the row completes (aggregates produced, offset stored) only once that
 //! transaction is committed (`--commit-linger-ms`, `--commit-max-writes`).
 
-use std::{collections::BTreeSet, sync::OnceLock, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use envelope::{
     Date, Event, Money, Timestamp,
@@ -44,13 +48,15 @@ use envelope::{
     },
 };
 use pgstore::GroupCommit;
-use runtime::{Outputs, Position, ProcessError, Processor, Tick};
+use runtime::{Late, Outputs, Position, ProcessError, Processor, Tick};
 use rust_decimal::Decimal;
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 use crate::{
+    batch::{Batches, Reply},
     formulas::{self, Flight, periods_of},
-    store::{Applied, BookingKey, BookingSource, DayTotals, GoldStore, RowState, Tx, Via},
+    metrics::GoldMetrics,
+    store::{BookingKey, BookingSource, DayTotals, GoldStore, RowState, Tx, Via},
 };
 
 /// Gold's settings.
@@ -75,6 +81,10 @@ pub struct GoldSettings {
     /// A lane's transaction commits at once when it holds this many writes.
     #[arg(long, env = "GOLD_COMMIT_MAX_WRITES", default_value_t = 1000)]
     pub commit_max_writes: usize,
+    /// Most silver inputs a lane writes in one statement (those queued while its previous
+    /// batch ran); each campaign and day of a batch is read and emitted once.
+    #[arg(long, env = "GOLD_MAX_BATCH_ROWS", default_value_t = 500)]
+    pub max_batch_rows: usize,
     /// Seconds between flushes of active bookings (0: no flush).
     #[arg(long, env = "GOLD_FLUSH_INTERVAL_SECS", default_value_t = 300)]
     pub flush_interval_secs: u64,
@@ -94,7 +104,9 @@ runtime::inputs! {
 #[derive(Debug)]
 pub struct Gold {
     settings: GoldSettings,
-    store: OnceLock<GoldStore>,
+    store: OnceLock<Arc<GoldStore>>,
+    batches: OnceLock<Batches>,
+    metrics: GoldMetrics,
 }
 
 impl Gold {
@@ -103,16 +115,21 @@ impl Gold {
         Gold {
             settings,
             store: OnceLock::new(),
+            batches: OnceLock::new(),
+            metrics: GoldMetrics::default(),
         }
     }
 
-    fn store(&self) -> Result<&GoldStore, ProcessError> {
-        self.store
-            .get()
-            .ok_or_else(|| ProcessError::retryable("GOLD_NOT_STARTED", "the store is not ready"))
+    /// Gold's own counters (shared with the running stage).
+    pub fn metrics(&self) -> GoldMetrics {
+        self.metrics.clone()
     }
 
-    /// Emit the aggregates of `target` for the periods containing `day`.
+    fn store(&self) -> Result<&GoldStore, ProcessError> {
+        self.store.get().map(Arc::as_ref).ok_or_else(not_started)
+    }
+
+    /// Emit the aggregates of `target` for the periods containing `day`, read in `tx`.
     async fn emit_campaign(
         &self,
         tx: &Tx,
@@ -136,120 +153,38 @@ impl Gold {
         // (or is clamped into another month).
         let guess = window(day.pick(None), None);
         let (mut days, bookings) = read(guess).await?;
-        let needed = bookings
-            .iter()
-            .filter_map(|(_, b)| b.as_ref())
-            .map(|b| window(day.pick(Some(b)), Some(b.flight_start)))
-            .fold(guess, |(lo, hi), (from, to)| (lo.min(from), hi.max(to)));
+        let needed = target.window(day, &bookings);
         if needed != guess {
             days = read(needed).await?.0;
         }
-        let booking_of = |line_item: &str| {
-            bookings
-                .iter()
-                .find(|(l, _)| l == line_item)
-                .and_then(|(_, b)| b.clone())
-        };
-        let now = Timestamp::now();
-        let mut scopes: Vec<Option<&str>> =
-            target.line_items.iter().map(|l| Some(l.as_str())).collect();
-        if target.whole_campaign {
-            scopes.insert(0, None);
-        }
-        for scope in scopes {
-            let booking = booking_of(scope.unwrap_or(""));
-            let at = day.pick(booking.as_ref());
-            let computed = aggregates(target.campaign_id, scope, &days, booking, at, now, trigger)?;
-            for aggregate in computed {
-                if trigger == Trigger::Flush {
-                    out.emit_new(target.org_id, aggregate)?;
-                } else {
-                    // Caused by the input (same org): ids derived from it, so a replay
-                    // re-emits the same event ids and downstream dedupe drops repeats.
-                    out.emit(aggregate)?;
-                }
+        for aggregate in target.aggregates(day, &days, &bookings, trigger)? {
+            if trigger == Trigger::Flush {
+                out.emit_new(target.org_id, aggregate)?;
+            } else {
+                // Caused by the input (same org): ids derived from it, so a replay
+                // re-emits the same event ids and downstream dedupe drops repeats.
+                out.emit(aggregate)?;
             }
         }
         Ok(())
     }
 
-    async fn on_row(
-        &self,
-        e: Event<ProcessedRow>,
-        out: &mut Outputs<'_>,
-    ) -> Result<(), ProcessError> {
+    /// A silver row joins its lane's next batch; it completes, with its aggregates, once
+    /// that batch is committed (see [`crate::batch`]).
+    fn on_row(&self, e: Event<ProcessedRow>, out: &mut Outputs<'_>) -> Result<(), ProcessError> {
         let at = out.input_position()?;
-        let store = self.store()?;
-        let org_id = e.metadata.org_id;
-        let row = e.payload;
-        let tx = store.lane(at.partition).await?;
-        self.apply_row(&tx, at, org_id, row, out).await?;
-        // The row completes once its lane's transaction is committed.
-        let committed = tx.ticket();
-        drop(tx);
-        out.defer(async move {
-            committed.committed().await;
-            Ok(())
+        let batches = self.batches.get().ok_or_else(not_started)?;
+        let reply = batches.submit(at, e.metadata.org_id, e.payload);
+        out.defer_outputs(async move {
+            let aggregates = reply.await?;
+            let late: Late = Box::new(move |out: &mut Outputs<'_>| {
+                // Caused by the input: ids derived from it, so a replay re-emits the same
+                // event ids.
+                aggregates.into_iter().try_for_each(|a| out.emit(a))
+            });
+            Ok(late)
         });
         Ok(())
-    }
-
-    /// A silver row's change, in its lane's transaction, and its aggregates.
-    async fn apply_row(
-        &self,
-        tx: &Tx,
-        at: Position,
-        org_id: i64,
-        row: ProcessedRow,
-        out: &mut Outputs<'_>,
-    ) -> Result<(), ProcessError> {
-        let store = self.store()?;
-        if row.quality.verdict == QualityVerdict::Quarantine {
-            store.skip(Via::Lane(tx), at).await?;
-            return Ok(());
-        }
-        if let Some(booking) = row.booking.as_ref() {
-            let source = BookingSource::Report;
-            store
-                .put_booking(Via::Lane(tx), at, org_id, booking, source, at.offset, false)
-                .await?;
-            let target =
-                Target::booking(org_id, &booking.campaign_id, booking.line_item_id.clone());
-            return self
-                .emit_campaign(tx, out, target, Day::Today, Trigger::Update)
-                .await;
-        }
-        let line_item_id =
-            (row.entity.entity_type == EntityType::LineItem).then(|| row.entity.entity_id.clone());
-        let state = RowState {
-            org_id,
-            dsp_type: row.dsp_type.to_string(),
-            entity_id: row.entity.entity_id.clone(),
-            day: row.date,
-            campaign_id: row.campaign_id.clone(),
-            line_item_id: line_item_id.clone(),
-            impressions: row.impressions,
-            clicks: row.clicks,
-            conversions: row.conversions,
-            spend: row.spend,
-            quality_score: row.quality.score,
-        };
-        let (applied, moved_from) = store.put_row(tx, at, &state).await?;
-        if applied == Applied::Replay {
-            tracing::debug!(
-                offset = at.offset,
-                "replayed row: state unchanged, aggregates re-emitted"
-            );
-        }
-        if let Some(previous) = moved_from {
-            // A correction moved the row to another campaign: the old one lost it.
-            let target = Target::row(org_id, &previous, None);
-            self.emit_campaign(tx, out, target, Day::Row(row.date), Trigger::Update)
-                .await?;
-        }
-        let target = Target::row(org_id, &row.campaign_id, line_item_id);
-        self.emit_campaign(tx, out, target, Day::Row(row.date), Trigger::Update)
-            .await
     }
 
     async fn on_config(
@@ -290,6 +225,10 @@ impl Gold {
     }
 }
 
+fn not_started() -> ProcessError {
+    ProcessError::retryable("GOLD_NOT_STARTED", "the store is not ready")
+}
+
 /// Whose aggregates to emit: a campaign of an org, and some of its line items.
 struct Target<'a> {
     org_id: i64,
@@ -324,6 +263,228 @@ impl<'a> Target<'a> {
     fn partition(&self) -> i32 {
         row_partition(self.org_id)
     }
+
+    /// The scopes to emit: the whole campaign (`None`) and each line item.
+    fn scopes(&self) -> impl Iterator<Item = Option<&str>> {
+        let whole = self.whole_campaign.then_some(None);
+        whole
+            .into_iter()
+            .chain(self.line_items.iter().map(|l| Some(l.as_str())))
+    }
+
+    /// The days to read for aggregates as of `day`: the periods of the day, widened to the
+    /// flights of the target's bookings (among `bookings` of its campaign).
+    fn window(&self, day: Day, bookings: &[(String, Option<Booking>)]) -> (Date, Date) {
+        bookings
+            .iter()
+            .filter(|(l, _)| l.is_empty() || self.line_items.contains(l))
+            .filter_map(|(_, b)| b.as_ref())
+            .map(|b| window(day.pick(Some(b)), Some(b.flight_start)))
+            .fold(window(day.pick(None), None), |(lo, hi), (from, to)| {
+                (lo.min(from), hi.max(to))
+            })
+    }
+
+    /// The aggregates of each scope for the periods containing `day`, from the campaign's
+    /// `days` (at least [`Target::window`]) and `bookings`.
+    fn aggregates(
+        &self,
+        day: Day,
+        days: &[DayTotals],
+        bookings: &[(String, Option<Booking>)],
+        trigger: Trigger,
+    ) -> Result<Vec<AggregateReady>, ProcessError> {
+        let booking_of = |line_item: &str| {
+            bookings
+                .iter()
+                .find(|(l, _)| l == line_item)
+                .and_then(|(_, b)| b.clone())
+        };
+        let now = Timestamp::now();
+        let mut all = Vec::new();
+        for scope in self.scopes() {
+            let booking = booking_of(scope.unwrap_or(""));
+            let at = day.pick(booking.as_ref());
+            all.extend(aggregates(
+                self.campaign_id,
+                scope,
+                days,
+                booking,
+                at,
+                now,
+                trigger,
+            )?);
+        }
+        Ok(all)
+    }
+}
+
+/// A campaign's bookings by line item (`""` = the whole campaign; `None` = deleted).
+type Bookings = Vec<(String, Option<Booking>)>;
+
+/// What a silver input changes in gold's state.
+#[derive(Debug)]
+pub enum Change {
+    /// A quarantined row: its offset is claimed, nothing else.
+    Skip,
+    /// A CRM booking row.
+    Booking(Booking),
+    /// A delivery row.
+    Row(RowState),
+}
+
+impl Change {
+    /// What `row` (of `org_id`) changes.
+    pub fn of(org_id: i64, row: ProcessedRow) -> Change {
+        if row.quality.verdict == QualityVerdict::Quarantine {
+            return Change::Skip;
+        }
+        if let Some(booking) = row.booking {
+            return Change::Booking(booking);
+        }
+        let line_item_id =
+            (row.entity.entity_type == EntityType::LineItem).then(|| row.entity.entity_id.clone());
+        Change::Row(RowState {
+            org_id,
+            dsp_type: row.dsp_type.to_string(),
+            entity_id: row.entity.entity_id,
+            day: row.date,
+            campaign_id: row.campaign_id,
+            line_item_id,
+            impressions: row.impressions,
+            clicks: row.clicks,
+            conversions: row.conversions,
+            spend: row.spend,
+            quality_score: row.quality.score,
+        })
+    }
+}
+
+/// The aggregates one batch of silver inputs emits, read in the lane's transaction after
+/// the batch was written: `written` holds each input's position, org and change (`None`
+/// when its write failed), `moved` the org, campaign and day each correction took a row
+/// from. Each campaign and day touched (a row's date; today for a booking row) is emitted
+/// once, as of the state after the whole batch, by the last input that touched it: that
+/// input's offset is stored only after the emission, so a crash before it replays the input
+/// and emits again. Every other input completes with no output.
+pub async fn batch_outputs(
+    tx: &Tx,
+    written: &[(Position, i64, Option<&Change>)],
+    moved: &[(i64, String, Date)],
+) -> Result<Vec<Reply>, pgstore::StoreError> {
+    // Each campaign and day touched, and the last input that touched it.
+    let mut groups: Vec<(Target<'_>, Day, usize)> = Vec::new();
+    let mut index: HashMap<(i64, &str, Day), usize> = HashMap::new();
+    for (i, (_, org_id, change)) in written.iter().enumerate() {
+        let (campaign, day, line, whole) = match change {
+            Some(Change::Row(r)) => (
+                r.campaign_id.as_str(),
+                Day::Row(r.day),
+                r.line_item_id.as_deref(),
+                true,
+            ),
+            Some(Change::Booking(b)) => (
+                b.campaign_id.as_str(),
+                Day::Today,
+                b.line_item_id.as_deref(),
+                b.line_item_id.is_none(),
+            ),
+            Some(Change::Skip) | None => continue,
+        };
+        let g = *index.entry((*org_id, campaign, day)).or_insert_with(|| {
+            groups.push((Target::booking(*org_id, campaign, None), day, i));
+            groups.len() - 1
+        });
+        let (target, _, by) = &mut groups[g];
+        target.whole_campaign |= whole;
+        if let Some(l) = line
+            && !target.line_items.iter().any(|x| x == l)
+        {
+            target.line_items.push(l.to_owned());
+        }
+        *by = i;
+    }
+    for (org_id, campaign, date) in moved {
+        // Emitted by the last row of the org and day in the batch (one of them moved it).
+        let Some(by) = written.iter().rposition(|(_, o, c)| {
+            *o == *org_id && matches!(c, Some(Change::Row(r)) if r.day == *date)
+        }) else {
+            continue;
+        };
+        let day = Day::Row(*date);
+        match index.get(&(*org_id, campaign.as_str(), day)) {
+            Some(&g) => {
+                groups[g].0.whole_campaign = true;
+                groups[g].2 = groups[g].2.max(by);
+            }
+            None => {
+                index.insert((*org_id, campaign.as_str(), day), groups.len());
+                groups.push((Target::row(*org_id, campaign, None), day, by));
+            }
+        }
+    }
+    // Per org: the bookings of its campaigns, then the days their windows need.
+    let mut campaigns: HashMap<i64, Vec<String>> = HashMap::new();
+    for (target, _, _) in &groups {
+        let list = campaigns.entry(target.org_id).or_default();
+        if !list.iter().any(|c| c == target.campaign_id) {
+            list.push(target.campaign_id.to_owned());
+        }
+    }
+    let mut bookings: HashMap<(i64, String), Bookings> = HashMap::new();
+    for (org_id, list) in &campaigns {
+        for (campaign, line, booking) in GoldStore::org_bookings(tx, *org_id, list).await? {
+            bookings
+                .entry((*org_id, campaign))
+                .or_default()
+                .push((line, booking));
+        }
+    }
+    let none = Vec::new();
+    let bookings_of = |org_id: i64, campaign: &str| {
+        bookings
+            .get(&(org_id, campaign.to_owned()))
+            .unwrap_or(&none)
+    };
+    let mut windows: HashMap<(i64, &str), (Date, Date)> = HashMap::new();
+    for (target, day, _) in &groups {
+        let (from, to) = target.window(*day, bookings_of(target.org_id, target.campaign_id));
+        windows
+            .entry((target.org_id, target.campaign_id))
+            .and_modify(|(lo, hi)| {
+                *lo = (*lo).min(from);
+                *hi = (*hi).max(to);
+            })
+            .or_insert((from, to));
+    }
+    let mut days: HashMap<(i64, String), Vec<DayTotals>> = HashMap::new();
+    for org_id in campaigns.keys() {
+        let list: Vec<(String, Date, Date)> = windows
+            .iter()
+            .filter(|((o, _), _)| o == org_id)
+            .map(|((_, c), (from, to))| ((*c).to_owned(), *from, *to))
+            .collect();
+        for (campaign, totals) in GoldStore::org_days(tx, *org_id, &list).await? {
+            days.entry((*org_id, campaign)).or_default().push(totals);
+        }
+    }
+    let mut replies: Vec<Reply> = written.iter().map(|_| Ok(Vec::new())).collect();
+    for (target, day, by) in &groups {
+        let key = (target.org_id, target.campaign_id.to_owned());
+        let campaign_days = days.get(&key).map_or(&[][..], Vec::as_slice);
+        let computed = target.aggregates(
+            *day,
+            campaign_days,
+            bookings_of(target.org_id, target.campaign_id),
+            Trigger::Update,
+        );
+        match (&mut replies[*by], computed) {
+            (Ok(all), Ok(more)) => all.extend(more),
+            (reply @ Ok(_), Err(e)) => *reply = Err(e),
+            (Err(_), _) => {}
+        }
+    }
+    Ok(replies)
 }
 
 /// The partition of silver.data.processed that holds `org_id`'s rows.
@@ -343,7 +504,7 @@ fn window(at: Date, flight_start: Option<Date>) -> (Date, Date) {
 }
 
 /// The day aggregates are computed as of.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Day {
     /// A row's date.
     Row(Date),
@@ -382,17 +543,28 @@ impl Processor for Gold {
             linger: Duration::from_millis(self.settings.commit_linger_ms),
             max_writes: self.settings.commit_max_writes,
         };
-        let store = GoldStore::new(&self.settings.database_url, group);
+        let store = Arc::new(GoldStore::new(&self.settings.database_url, group));
         store.migrate().await?;
+        let batches = Batches::start(
+            store.clone(),
+            group.lanes,
+            self.settings.max_batch_rows,
+            self.metrics.clone(),
+        );
+        let _ = self.batches.set(batches);
         let _ = self.store.set(store);
         Ok(())
     }
 
     async fn process(&self, input: GoldInput, out: &mut Outputs<'_>) -> Result<(), ProcessError> {
         match input {
-            GoldInput::Row(e) => self.on_row(e, out).await,
+            GoldInput::Row(e) => self.on_row(e, out),
             GoldInput::Config(e) => self.on_config(e, out).await,
         }
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 
     fn tick_interval(&self) -> Option<Duration> {

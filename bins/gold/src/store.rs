@@ -1,11 +1,12 @@
 //! Gold's state in PostgreSQL: rows by silver's dedupe key, their per-day sums, bookings, and
 //! the next input offset per partition. Every change is one statement that also claims the
-//! input offset it reflects, so a replayed record (after a crash, before its offset was
+//! input offsets it reflects, so a replayed record (after a crash, before its offset was
 //! committed) changes nothing and a record is never counted twice.
 //!
 //! Rows are written through group-commit lanes ([`pgstore::Lanes`], one per connection, picked
-//! by silver partition): many rows' statements share one transaction and one WAL flush, and a
-//! row's outputs wait for its [`pgstore::Ticket`]. Configuration changes (another topic, whose
+//! by silver partition), a run of them per statement ([`GoldStore::put_rows`], see
+//! [`crate::batch`]): many statements share one transaction and one WAL flush, and a row's
+//! outputs wait for its [`pgstore::Ticket`]. Configuration changes (another topic, whose
 //! partitions do not follow silver's) and the flush's listing use plain autocommit
 //! connections, so no two lanes ever write the same offsets row.
 
@@ -124,7 +125,9 @@ const CLAIM: &str = "WITH claim AS ( \
 #[derive(Debug)]
 pub struct Statements {
     claim_only: Statement,
-    put_row: Statement,
+    put_rows: Statement,
+    org_days: Statement,
+    org_bookings: Statement,
     put_booking: Statement,
     days: Statement,
     bookings: Statement,
@@ -195,41 +198,6 @@ impl GoldStore {
         Ok(applied(row.get(0)))
     }
 
-    /// Upsert a delivery row (a correction replaces the earlier row with its key) and claim
-    /// `at`, in one statement. Also returns the campaign the row belonged to before, when a
-    /// correction moved it to another campaign (whose aggregates changed too).
-    pub async fn put_row(
-        &self,
-        tx: &Tx,
-        at: Position,
-        row: &RowState,
-    ) -> Result<(Applied, Option<String>), StoreError> {
-        let mut params = claim_params(at, 15);
-        params.extend([
-            Box::new(row.org_id) as Param,
-            Box::new(row.dsp_type.clone()),
-            Box::new(row.entity_id.clone()),
-            Box::new(row.day.0),
-            Box::new(row.campaign_id.clone()),
-            Box::new(row.line_item_id.clone().unwrap_or_default()),
-            Box::new(row.impressions),
-            Box::new(row.clicks),
-            Box::new(row.conversions),
-            Box::new(row.spend.value()),
-            Box::new(row.quality_score),
-            Box::new(at.partition),
-        ]);
-        let r = self
-            .pool
-            .write(Via::Lane(tx), at.partition, |s| &s.put_row, params)
-            .await?;
-        let previous: Option<String> = r.get(1);
-        Ok((
-            applied(r.get(0)),
-            previous.filter(|c| *c != row.campaign_id),
-        ))
-    }
-
     /// Upsert (or, `deleted`, tombstone) a booking from `source` at `version` and claim `at`;
     /// an older version than the stored one changes nothing.
     #[allow(clippy::too_many_arguments)]
@@ -282,42 +250,116 @@ impl GoldStore {
         let days = tx.read(|s| &s.days, &day_params);
         let bookings = tx.read(|s| &s.bookings, &booking_params);
         let (days, bookings) = tokio::try_join!(days, bookings)?;
-        let days = days
-            .iter()
-            .map(|r| DayTotals {
-                day: Date(r.get::<_, NaiveDate>(0)),
-                line_item_id: r.get(1),
-                impressions: r.get(2),
-                clicks: r.get(3),
-                conversions: r.get(4),
-                spend: r.get(5),
-                rows: r.get(6),
-                quality_sum: r.get(7),
-            })
-            .collect();
+        let days = days.iter().map(|r| day_totals(r, 0)).collect();
         let bookings = bookings
             .iter()
-            .map(|r| -> Result<(String, Option<Booking>), StoreError> {
-                let line_item: String = r.get(0);
-                let deleted: bool = r.get(1);
-                let money = |i: usize| {
-                    Money::new(r.get::<_, Decimal>(i))
-                        .map_err(|e| StoreError::Corrupt(format!("stored booking amount: {e}")))
-                };
-                let booking = Booking {
-                    campaign_id: campaign_id.to_owned(),
-                    line_item_id: (!line_item.is_empty()).then(|| line_item.clone()),
-                    booked_impressions: r.get(2),
-                    booked_budget: money(3)?,
-                    booking_revenue: money(4)?,
-                    flight_start: Date(r.get(5)),
-                    flight_end: Date(r.get(6)),
-                    currency: r.get(7),
-                };
-                Ok((line_item, (!deleted).then_some(booking)))
-            })
+            .map(|r| booking_of(r, campaign_id, 0))
             .collect::<Result<_, _>>()?;
         Ok((days, bookings))
+    }
+
+    /// Write a run of a silver partition's inputs (rows, and `claims` that change nothing) in
+    /// one statement, in the lane's transaction: what [`GoldStore::put_row`] and
+    /// [`GoldStore::skip`] do one by one. A row below its partition's next offset is a
+    /// replay and changes nothing; of several versions of one key, the last counts. Returns
+    /// the org, campaign and day each correction that moved a row to another campaign took
+    /// it from (that campaign's aggregates changed too).
+    pub async fn put_rows(
+        tx: &Tx,
+        claims: &[Position],
+        rows: &[(Position, &RowState)],
+    ) -> Result<Vec<(i64, String, Date)>, StoreError> {
+        let Some(first) = claims.first() else {
+            return Ok(Vec::new());
+        };
+        let mut params: Vec<Param> = vec![
+            Box::new(first.topic.name()),
+            Box::new(claims.iter().map(|c| c.partition).collect::<Vec<_>>()),
+            Box::new(claims.iter().map(|c| c.offset).collect::<Vec<_>>()),
+        ];
+        params.extend([
+            Box::new(rows.iter().map(|(at, _)| at.partition).collect::<Vec<_>>()) as Param,
+            Box::new(rows.iter().map(|(at, _)| at.offset).collect::<Vec<_>>()),
+            Box::new(rows.iter().map(|(_, r)| r.org_id).collect::<Vec<_>>()),
+            Box::new(
+                rows.iter()
+                    .map(|(_, r)| r.dsp_type.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(
+                rows.iter()
+                    .map(|(_, r)| r.entity_id.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(rows.iter().map(|(_, r)| r.day.0).collect::<Vec<_>>()),
+            Box::new(
+                rows.iter()
+                    .map(|(_, r)| r.campaign_id.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(
+                rows.iter()
+                    .map(|(_, r)| r.line_item_id.clone().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(rows.iter().map(|(_, r)| r.impressions).collect::<Vec<_>>()),
+            Box::new(rows.iter().map(|(_, r)| r.clicks).collect::<Vec<_>>()),
+            Box::new(rows.iter().map(|(_, r)| r.conversions).collect::<Vec<_>>()),
+            Box::new(
+                rows.iter()
+                    .map(|(_, r)| r.spend.value())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(
+                rows.iter()
+                    .map(|(_, r)| r.quality_score)
+                    .collect::<Vec<_>>(),
+            ),
+        ]);
+        let r = tx.write(|s| &s.put_rows, params).await?;
+        let orgs: Vec<i64> = r.get(0);
+        let campaigns: Vec<String> = r.get(1);
+        let days: Vec<NaiveDate> = r.get(2);
+        Ok(orgs
+            .into_iter()
+            .zip(campaigns)
+            .zip(days)
+            .map(|((o, c), d)| (o, c, Date(d)))
+            .collect())
+    }
+
+    /// The bookings of an org's `campaigns` (config before report; a deleted booking is
+    /// `None`), in the lane's transaction: campaign, line item (`""` = the whole campaign)
+    /// and booking.
+    pub async fn org_bookings(
+        tx: &Tx,
+        org_id: i64,
+        campaigns: &[String],
+    ) -> Result<Vec<(String, String, Option<Booking>)>, StoreError> {
+        let params: [&(dyn ToSql + Sync); 2] = [&org_id, &campaigns];
+        let rows = tx.read(|s| &s.org_bookings, &params).await?;
+        rows.iter()
+            .map(|r| {
+                let campaign: String = r.get(0);
+                let (line_item, booking) = booking_of(r, &campaign, 1)?;
+                Ok((campaign, line_item, booking))
+            })
+            .collect()
+    }
+
+    /// Per campaign, day and line item, the totals of an org's campaigns over their windows
+    /// (`(campaign, from, to)`, each campaign once), in the lane's transaction.
+    pub async fn org_days(
+        tx: &Tx,
+        org_id: i64,
+        windows: &[(String, Date, Date)],
+    ) -> Result<Vec<(String, DayTotals)>, StoreError> {
+        let campaigns: Vec<&str> = windows.iter().map(|(c, _, _)| c.as_str()).collect();
+        let from: Vec<NaiveDate> = windows.iter().map(|(_, f, _)| f.0).collect();
+        let to: Vec<NaiveDate> = windows.iter().map(|(_, _, t)| t.0).collect();
+        let params: [&(dyn ToSql + Sync); 4] = [&org_id, &campaigns, &from, &to];
+        let rows = tx.read(|s| &s.org_days, &params).await?;
+        Ok(rows.iter().map(|r| (r.get(0), day_totals(r, 1))).collect())
     }
 
     /// The keys of bookings (not deleted) whose flight includes `day` or ended the day before.
@@ -338,6 +380,47 @@ impl GoldStore {
     }
 }
 
+/// A day's totals from the columns of a row starting at `at`: day, line item, impressions,
+/// clicks, conversions, spend, rows, quality sum.
+fn day_totals(r: &tokio_postgres::Row, at: usize) -> DayTotals {
+    DayTotals {
+        day: Date(r.get::<_, NaiveDate>(at)),
+        line_item_id: r.get(at + 1),
+        impressions: r.get(at + 2),
+        clicks: r.get(at + 3),
+        conversions: r.get(at + 4),
+        spend: r.get(at + 5),
+        rows: r.get(at + 6),
+        quality_sum: r.get(at + 7),
+    }
+}
+
+/// A campaign's booking from the columns of a row starting at `at`: line item, deleted,
+/// booked impressions, budget, revenue, flight start and end, currency. `None` when deleted.
+fn booking_of(
+    r: &tokio_postgres::Row,
+    campaign_id: &str,
+    at: usize,
+) -> Result<(String, Option<Booking>), StoreError> {
+    let line_item: String = r.get(at);
+    let deleted: bool = r.get(at + 1);
+    let money = |i: usize| {
+        Money::new(r.get::<_, Decimal>(at + i))
+            .map_err(|e| StoreError::Corrupt(format!("stored booking amount: {e}")))
+    };
+    let booking = Booking {
+        campaign_id: campaign_id.to_owned(),
+        line_item_id: (!line_item.is_empty()).then(|| line_item.clone()),
+        booked_impressions: r.get(at + 2),
+        booked_budget: money(3)?,
+        booking_revenue: money(4)?,
+        flight_start: Date(r.get(at + 5)),
+        flight_end: Date(r.get(at + 6)),
+        currency: r.get(at + 7),
+    };
+    Ok((line_item, (!deleted).then_some(booking)))
+}
+
 fn applied(claimed: i64) -> Applied {
     if claimed > 0 {
         Applied::New
@@ -350,21 +433,36 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     let claim_only = client
         .prepare(&format!("{CLAIM} SELECT count(*) FROM claim"))
         .await?;
-    // The row's previous version (if any) is read before the upsert (every part of one
-    // statement sees the same snapshot), and gold_days gets new minus old.
-    let put_row = client
-        .prepare(&format!(
-            "{CLAIM}, old AS ( \
-             SELECT campaign_id, line_item_id, impressions, clicks, conversions, spend, \
-               quality_score FROM gold_rows \
-             WHERE org_id = $4::bigint AND dsp_type = $5::text AND entity_id = $6::text \
-               AND day = $7::date AND EXISTS (SELECT 1 FROM claim) FOR UPDATE), \
+    // A run of inputs in one statement: rows at or past their partition's next offset are
+    // new (the last version per key wins), the rest replays; gold_days gets each key's new
+    // minus its stored version, and each partition's next offset moves past the run.
+    let put_rows = client
+        .prepare(
+            "WITH offs AS ( \
+             SELECT partition, next_offset FROM gold_offsets \
+             WHERE topic = $1::text AND partition = ANY($2::int[]) FOR UPDATE), \
+             input AS ( \
+             SELECT * FROM unnest($4::int[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], \
+               $9::date[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], \
+               $14::bigint[], $15::numeric[], $16::int[]) \
+             AS t(src_partition, src_offset, org_id, dsp_type, entity_id, day, campaign_id, \
+               line_item_id, impressions, clicks, conversions, spend, quality_score)), \
+             fresh AS ( \
+             SELECT DISTINCT ON (i.org_id, i.dsp_type, i.entity_id, i.day) i.* \
+             FROM input i LEFT JOIN offs o ON o.partition = i.src_partition \
+             WHERE i.src_offset >= coalesce(o.next_offset, 0) \
+             ORDER BY i.org_id, i.dsp_type, i.entity_id, i.day, i.src_offset DESC), \
+             old AS ( \
+             SELECT r.org_id, r.dsp_type, r.entity_id, r.day, r.campaign_id, r.line_item_id, \
+               r.impressions, r.clicks, r.conversions, r.spend, r.quality_score \
+             FROM gold_rows r JOIN fresh f ON r.org_id = f.org_id AND r.dsp_type = f.dsp_type \
+               AND r.entity_id = f.entity_id AND r.day = f.day \
+             FOR UPDATE OF r), \
              put AS ( \
              INSERT INTO gold_rows (org_id, dsp_type, entity_id, day, campaign_id, line_item_id, \
                impressions, clicks, conversions, spend, quality_score, src_partition, src_offset) \
-             SELECT $4::bigint, $5::text, $6::text, $7::date, $8::text, $9::text, $10::bigint, \
-               $11::bigint, $12::bigint, $13::numeric, $14::int, $15::int, $3::bigint \
-             WHERE EXISTS (SELECT 1 FROM claim) \
+             SELECT org_id, dsp_type, entity_id, day, campaign_id, line_item_id, impressions, \
+               clicks, conversions, spend, quality_score, src_partition, src_offset FROM fresh \
              ON CONFLICT (org_id, dsp_type, entity_id, day) DO UPDATE SET \
                campaign_id = EXCLUDED.campaign_id, line_item_id = EXCLUDED.line_item_id, \
                impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks, \
@@ -373,18 +471,17 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
                src_offset = EXCLUDED.src_offset, updated_at = now() \
              RETURNING 1), \
              deltas AS ( \
-             SELECT $8::text AS campaign_id, $9::text AS line_item_id, $10::bigint AS impressions, \
-               $11::bigint AS clicks, $12::bigint AS conversions, $13::numeric AS spend, \
-               1::bigint AS rows, $14::bigint AS quality FROM claim \
+             SELECT org_id, campaign_id, line_item_id, day, impressions, clicks, conversions, \
+               spend, 1::bigint AS rows, quality_score::bigint AS quality FROM fresh \
              UNION ALL \
-             SELECT campaign_id, line_item_id, -impressions, -clicks, -conversions, -spend, \
-               -1, -quality_score::bigint FROM old), \
+             SELECT org_id, campaign_id, line_item_id, day, -impressions, -clicks, -conversions, \
+               -spend, -1, -quality_score::bigint FROM old), \
              days AS ( \
              INSERT INTO gold_days (org_id, campaign_id, line_item_id, day, impressions, clicks, \
                conversions, spend, rows, quality_sum) \
-             SELECT $4::bigint, campaign_id, line_item_id, $7::date, sum(impressions), \
-               sum(clicks), sum(conversions), sum(spend), sum(rows), sum(quality) \
-             FROM deltas GROUP BY campaign_id, line_item_id \
+             SELECT org_id, campaign_id, line_item_id, day, sum(impressions), sum(clicks), \
+               sum(conversions), sum(spend), sum(rows), sum(quality) \
+             FROM deltas GROUP BY org_id, campaign_id, line_item_id, day \
              ON CONFLICT (org_id, campaign_id, day, line_item_id) DO UPDATE SET \
                impressions = gold_days.impressions + EXCLUDED.impressions, \
                clicks = gold_days.clicks + EXCLUDED.clicks, \
@@ -392,9 +489,41 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
                spend = gold_days.spend + EXCLUDED.spend, \
                rows = gold_days.rows + EXCLUDED.rows, \
                quality_sum = gold_days.quality_sum + EXCLUDED.quality_sum \
-             RETURNING 1) \
-             SELECT count(*), (SELECT campaign_id FROM old) FROM claim"
-        ))
+             RETURNING 1), \
+             claims AS ( \
+             INSERT INTO gold_offsets (topic, partition, next_offset) \
+             SELECT $1::text, c.p, max(c.o) + 1 FROM unnest($2::int[], $3::bigint[]) AS c(p, o) \
+             GROUP BY c.p \
+             ON CONFLICT (topic, partition) DO UPDATE SET \
+               next_offset = greatest(gold_offsets.next_offset, EXCLUDED.next_offset) \
+             RETURNING 1), \
+             moved AS ( \
+             SELECT o.org_id, o.campaign_id, o.day FROM old o JOIN fresh f \
+               ON o.org_id = f.org_id AND o.dsp_type = f.dsp_type AND o.entity_id = f.entity_id \
+               AND o.day = f.day \
+             WHERE o.campaign_id <> f.campaign_id) \
+             SELECT coalesce(array_agg(org_id), '{}'), coalesce(array_agg(campaign_id), '{}'), \
+               coalesce(array_agg(day), '{}') FROM moved",
+        )
+        .await?;
+    let org_days = client
+        .prepare(
+            "SELECT d.campaign_id, d.day, d.line_item_id, d.impressions, d.clicks, \
+               d.conversions, d.spend, d.rows, d.quality_sum \
+             FROM gold_days d \
+             JOIN unnest($2::text[], $3::date[], $4::date[]) AS w(campaign_id, lo, hi) \
+               ON d.campaign_id = w.campaign_id AND d.day BETWEEN w.lo AND w.hi \
+             WHERE d.org_id = $1 AND d.rows > 0",
+        )
+        .await?;
+    let org_bookings = client
+        .prepare(
+            "SELECT DISTINCT ON (campaign_id, line_item_id) campaign_id, line_item_id, deleted, \
+               booked_impressions, booked_budget, booking_revenue, flight_start, flight_end, \
+               currency \
+             FROM gold_bookings WHERE org_id = $1 AND campaign_id = ANY($2) \
+             ORDER BY campaign_id, line_item_id, (source = 'config') DESC",
+        )
         .await?;
     let put_booking = client
         .prepare(&format!(
@@ -446,7 +575,9 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         .await?;
     Ok(Statements {
         claim_only,
-        put_row,
+        put_rows,
+        org_days,
+        org_bookings,
         put_booking,
         days,
         bookings,

@@ -76,6 +76,7 @@ async fn gold() -> (Gold, TestSchema) {
         database_connections: 2,
         commit_linger_ms: 5,
         commit_max_writes: 1000,
+        max_batch_rows: 500,
         flush_interval_secs: 0,
     });
     stage.start().await.expect("gold starts and migrates");
