@@ -162,14 +162,7 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
     let args = || RuntimeArgs::for_tests(b);
     let dedupe = || Dedupe::memory(10_000);
     let gold = RunningStage::start(
-        Gold::new(GoldSettings {
-            database_url: schema.url(),
-            database_connections: 2,
-            commit_linger_ms: 5,
-            commit_max_writes: 1000,
-            max_batch_rows: 500,
-            flush_interval_secs: 0,
-        }),
+        Gold::new(GoldSettings::for_tests(schema.url())),
         args(),
         bed.codec.clone(),
         dedupe(),

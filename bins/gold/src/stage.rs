@@ -90,6 +90,20 @@ pub struct GoldSettings {
     pub flush_interval_secs: u64,
 }
 
+impl GoldSettings {
+    /// The defaults on `database_url`, without the periodic flush (tests).
+    pub fn for_tests(database_url: String) -> GoldSettings {
+        GoldSettings {
+            database_url,
+            database_connections: 2,
+            commit_linger_ms: 5,
+            commit_max_writes: 1000,
+            max_batch_rows: 500,
+            flush_interval_secs: 0,
+        }
+    }
+}
+
 runtime::inputs! {
     /// What gold consumes: silver rows and configuration changes.
     pub enum GoldInput {

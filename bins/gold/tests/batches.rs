@@ -19,21 +19,16 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::RunningStage,
 };
-use testkit::{MockBroker, bench::fill, header, pg::TestSchema, read_records, wait_until};
+use testkit::{bench::fill, header, pg::TestSchema, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
+
+mod common;
 
 const ORG: i64 = 11;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_is_written_in_batches_and_a_refused_row_fails_alone() {
-    let mock = MockBroker::start(1).expect("mock cluster");
-    let b = mock.bootstrap();
-    mock.create_stage_topics(&[
-        Topic::SilverDataProcessed,
-        Topic::ConfigChanges,
-        Topic::GoldDataReady,
-    ])
-    .expect("topics");
+    let (_mock, b) = common::mock_cluster();
     let schema = TestSchema::create("gold_batches").await.expect("schema");
     let codec = Arc::new(Codec::offline());
     let day = Date(Utc::now().date_naive() - Days::new(1));
@@ -74,12 +69,8 @@ async fn a_backlog_is_written_in_batches_and_a_refused_row_fails_alone() {
     fill(&b, "silver.data.processed", &inputs).await;
 
     let gold = Gold::new(GoldSettings {
-        database_url: schema.url(),
         database_connections: 1,
-        commit_linger_ms: 5,
-        commit_max_writes: 1000,
-        max_batch_rows: 500,
-        flush_interval_secs: 0,
+        ..GoldSettings::for_tests(schema.url())
     });
     let gold_metrics = gold.metrics();
     let stage = RunningStage::start(

@@ -13,7 +13,7 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::RunningStage,
 };
-use testkit::{CutProxy, MockBroker, bench::fill, pg::TestSchema, wait_until};
+use testkit::{CutProxy, bench::fill, pg::TestSchema, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 
 /// Rows `from..to`: 8 orgs, 2 campaigns, distinct entities, one day.
@@ -40,29 +40,17 @@ fn rows(codec: &Codec, from: usize, to: usize) -> Vec<(i32, String, Vec<u8>)> {
         .collect()
 }
 
+mod common;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_outage_makes_gold_wait_and_lose_nothing() {
-    let mock = MockBroker::start(1).expect("mock cluster");
-    let b = mock.bootstrap();
-    mock.create_stage_topics(&[
-        Topic::SilverDataProcessed,
-        Topic::ConfigChanges,
-        Topic::GoldDataReady,
-    ])
-    .expect("topics");
+    let (_mock, b) = common::mock_cluster();
     let schema = TestSchema::create("gold_outage").await.expect("schema");
     let proxy = CutProxy::start("127.0.0.1:5432").await.expect("proxy");
     let codec = Arc::new(Codec::offline());
     fill(&b, "silver.data.processed", &rows(&codec, 0, 100)).await;
 
-    let gold = Gold::new(GoldSettings {
-        database_url: schema.url_via(proxy.port()),
-        database_connections: 2,
-        commit_linger_ms: 5,
-        commit_max_writes: 1000,
-        max_batch_rows: 500,
-        flush_interval_secs: 0,
-    });
+    let gold = Gold::new(GoldSettings::for_tests(schema.url_via(proxy.port())));
     let waits = gold.metrics().store_waits;
     // Three attempts for retryable errors: had gold's batches handed the outage to the
     // runtime as plain retries, it would dead-letter them.

@@ -71,14 +71,7 @@ fn config(org: i64, version: i64, op: ConfigOp, booking: Booking) -> Event<Confi
 /// Gold on a fresh schema, started (migrated).
 async fn gold() -> (Gold, TestSchema) {
     let schema = TestSchema::create("gold_test").await.expect("schema");
-    let stage = Gold::new(GoldSettings {
-        database_url: schema.url(),
-        database_connections: 2,
-        commit_linger_ms: 5,
-        commit_max_writes: 1000,
-        max_batch_rows: 500,
-        flush_interval_secs: 0,
-    });
+    let stage = Gold::new(GoldSettings::for_tests(schema.url()));
     stage.start().await.expect("gold starts and migrates");
     (stage, schema)
 }
