@@ -1,7 +1,7 @@
 //! Load: a seeded simulator run of about 1,000,000 raw rows (`ADPIPE_RELIABILITY_ROWS`; 20
 //! orgs, 250 campaigns each, as many report days as the number needs, 5 % bad rows of every
-//! kind) goes through the release binaries connector → bronze → silver → gold, and the
-//! audit-writer, on one Tansu broker, the project's registry and PostgreSQL (the connector
+//! kind) goes through the release binaries connector → bronze → silver → gold → rule
+//! evaluator, and the audit-writer, on one Tansu broker, the project's registry and PostgreSQL (the connector
 //! publishes no bookings: 5,000 of them take minutes of their own; the CRM rows carry
 //! bookings into gold). Every 5 s the test prints each stage's resident memory (from /proc),
 //! its processed count and its group's lag (end minus committed offsets of its inputs;
@@ -15,6 +15,8 @@
 //! - gold's per-day totals (impressions, clicks, conversions, spend, rows per org, campaign,
 //!   line item and day) equal the sums of silver's rows, read back from
 //!   `silver.data.processed` (passed and warned delivery rows, the last per silver dedupe key);
+//! - the rule evaluator evaluated every aggregate gold produced once (its processed count
+//!   equals gold's produced records, none skipped as duplicates);
 //! - no stage dead-lettered anything else, and every stage still runs.
 //!
 //! Long: `make test-reliability` builds the release binaries and runs it; not part of
@@ -48,10 +50,11 @@ use testkit::{
 use topics::{ConsumerGroup, Topic};
 
 /// The stages, and their consumer groups.
-const STAGES: [(&str, &str); 4] = [
+const STAGES: [(&str, &str); 5] = [
     ("bronze", "bronze-processor"),
     ("silver", "silver-processor"),
     ("gold", "gold-processor"),
+    ("rule-evaluator", "rule-evaluator"),
     ("audit-writer", "audit-writer"),
 ];
 const ORGS: u32 = 20;
@@ -288,6 +291,7 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     let db = bed.schema.url();
     let mut env = bed.stage_env();
     env.push(("GOLD_DATABASE_URL", db.clone()));
+    env.push(("RULES_DATABASE_URL", db.clone()));
     env.push(("AUDIT_DATABASE_URL", db));
     let started = Instant::now();
     let mut procs: Vec<StageProcess> = STAGES
@@ -324,6 +328,7 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     let mut connector_done: Option<Duration> = None;
     let mut last_activity = (f64::NAN, Instant::now());
     let mut peak_lag = vec![0i64; STAGES.len()];
+    let mut last_counters = vec![[0.0f64; 5]; STAGES.len()];
     loop {
         tokio::time::sleep(SAMPLE).await;
         let now = started.elapsed();
@@ -378,6 +383,7 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
         let mut all_caught_up = true;
         let mut activity = 0.0;
         for (i, (counters, rss, lag)) in sample.iter().enumerate() {
+            last_counters[i] = *counters;
             let f = &mut figures[i];
             let processed = counters[0];
             if processed > 0.0 && f.first.is_none() {
@@ -501,7 +507,26 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
         "no silver row emitted twice"
     );
 
-    // 4. The audit trail: each dropped duplicate and each quarantined row once.
+    // 4. The rule evaluator: every aggregate gold produced, once.
+    let stage_counters = |name: &str| {
+        let i = STAGES
+            .iter()
+            .position(|(s, _)| *s == name)
+            .expect("a stage");
+        last_counters[i]
+    };
+    let (gold_produced, rules) = (stage_counters("gold")[4], stage_counters("rule-evaluator"));
+    let alerts = rules[4];
+    eprintln!(
+        "rule-evaluator: {:.0} aggregates evaluated of {gold_produced:.0} produced by gold, \
+         {:.0} skipped as duplicates, {alerts:.0} alerts",
+        rules[0], rules[2]
+    );
+    assert!(gold_produced > 0.0, "gold produced aggregates");
+    assert_eq!(rules[0], gold_produced, "every aggregate evaluated");
+    assert_eq!(rules[2], 0.0, "no aggregate delivered twice");
+
+    // 5. The audit trail: each dropped duplicate and each quarantined row once.
     let pg = bed.schema.admin();
     let schema = bed.schema.name().to_owned();
     let audited = |action: &'static str| {
@@ -526,7 +551,7 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
         "each quarantined row audited once"
     );
 
-    // 5. Gold: per org, campaign, line item and day, the sums of silver's rows.
+    // 6. Gold: per org, campaign, line item and day, the sums of silver's rows.
     let gold: BTreeMap<DayKey, (i64, i64, i64, i128, i64)> = pg
         .query(
             &format!(
