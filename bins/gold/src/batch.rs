@@ -112,7 +112,9 @@ async fn run(
         metrics.batches.inc();
         metrics.batch_inputs.inc_by(batch.len() as u64);
         tokio::spawn(async move {
-            ticket.committed().await;
+            if let Some(ticket) = ticket {
+                ticket.committed().await;
+            }
             for (q, reply) in batch.into_iter().zip(replies) {
                 let _ = q.reply.send(reply);
             }
@@ -120,13 +122,15 @@ async fn run(
     }
 }
 
-/// Write a batch and compute its outputs, trying again until PostgreSQL answers.
+/// Write a batch and compute its outputs, trying again until PostgreSQL answers; the replies
+/// wait for the ticket's commit. An error retrying cannot fix (a stored value gold cannot
+/// read back) fails every input of the batch at once, with no ticket to wait for.
 async fn settle(
     store: &GoldStore,
     lane: i32,
     batch: &[Queued],
     metrics: &GoldMetrics,
-) -> (Ticket, Vec<Reply>) {
+) -> (Option<Ticket>, Vec<Reply>) {
     // Corrections that moved a row out of a campaign, kept across attempts: a second attempt
     // finds those rows written already (replays) and would not see the move again.
     let mut moved = Vec::new();
@@ -134,7 +138,15 @@ async fn settle(
     loop {
         attempt += 1;
         match try_settle(store, lane, batch, &mut moved, metrics).await {
-            Ok(done) => return done,
+            Ok((ticket, replies)) => return (Some(ticket), replies),
+            Err(e) if !e.retryable() => {
+                tracing::error!(error = %e, lane, rows = batch.len(), "gold cannot settle the batch");
+                let replies = batch
+                    .iter()
+                    .map(|_| Err(ProcessError::permanent(e.code(), e.to_string())))
+                    .collect();
+                return (None, replies);
+            }
             Err(e) => {
                 metrics.store_waits.inc();
                 tracing::warn!(error = %e, lane, rows = batch.len(), attempt, "gold store unavailable; the batch waits");
@@ -150,7 +162,8 @@ fn backoff(attempt: u32) -> Duration {
         .min(Duration::from_secs(5))
 }
 
-/// One attempt: `Err` only when PostgreSQL is unavailable (the whole batch waits).
+/// One attempt: `Err` when PostgreSQL is unavailable (the whole batch waits) or a read of the
+/// batch's campaigns fails (the whole batch fails); a refused write fails only its input.
 async fn try_settle(
     store: &GoldStore,
     lane: i32,

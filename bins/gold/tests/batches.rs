@@ -177,3 +177,90 @@ async fn a_backlog_is_written_in_batches_and_a_refused_row_fails_alone() {
     assert_eq!(daily, expected, "the last daily aggregate of each campaign");
     schema.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_value_gold_cannot_read_back_fails_the_batch_instead_of_stalling_it() {
+    let (_mock, b) = common::mock_cluster();
+    let schema = TestSchema::create("gold_unreadable").await.expect("schema");
+    let codec = Arc::new(Codec::offline());
+    let day = Date(Utc::now().date_naive() - Days::new(1));
+    let partition = partition_for(
+        PartitionKey::Org(ORG),
+        Topic::SilverDataProcessed.spec().partitions,
+    );
+    let rows = |campaign: &str, n: usize| -> Vec<(i32, String, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let spend = Money::from_unscaled(100).expect("money");
+                let e = gold::fixtures::delivery_row(
+                    ORG,
+                    campaign,
+                    &format!("{campaign}-e{i}"),
+                    day,
+                    100,
+                    spend,
+                );
+                (partition, e.record_key(), codec.encode(&e).expect("encode"))
+            })
+            .collect()
+    };
+    let gold = Gold::new(GoldSettings::for_tests(schema.url()));
+    let stage = RunningStage::start(
+        gold,
+        RuntimeArgs::for_tests(&b),
+        codec.clone(),
+        Dedupe::memory(1_000),
+    );
+    let m = stage.metrics.clone();
+    let counts = |processed: u64, dead: u64| {
+        let m = m.clone();
+        move || {
+            let done = m.total(PROCESSED) == processed && m.total(DEAD_LETTERED) == dead;
+            async move { done }
+        }
+    };
+    // A first row migrates the schema; then campaign "cx" gets a booking whose budget fits
+    // PostgreSQL's numeric(20,2) but not an adpipe amount.
+    fill(&b, "silver.data.processed", &rows("c-ok", 1)).await;
+    wait_until(Duration::from_secs(60), "the first row", counts(1, 0))
+        .await
+        .expect("gold runs");
+    schema
+        .admin()
+        .execute(
+            &format!(
+                "INSERT INTO {}.gold_bookings (org_id, campaign_id, line_item_id, source, \
+                 version, booked_impressions, booked_budget, booking_revenue, flight_start, \
+                 flight_end) VALUES ($1, 'cx', '', 'config', 1, 1000, \
+                 999999999999999999.99, 1, $2, $2)",
+                schema.name()
+            ),
+            &[&ORG, &day.0],
+        )
+        .await
+        .expect("booking");
+    fill(&b, "silver.data.processed", &rows("cx", 5)).await;
+    wait_until(
+        Duration::from_secs(60),
+        "the unreadable campaign's rows dead-lettered",
+        counts(1, 5),
+    )
+    .await
+    .expect("the rows fail instead of waiting");
+    // The stage goes on with other campaigns.
+    fill(&b, "silver.data.processed", &rows("cy", 3)).await;
+    wait_until(Duration::from_secs(60), "later rows", counts(4, 5))
+        .await
+        .expect("later rows processed");
+    let dead = read_records(&b, "silver.data.processed.dlq", 5, Duration::from_secs(10))
+        .expect("dead letters");
+    stage.stop().await.expect("clean stop");
+    assert_eq!(dead.len(), 5);
+    for d in &dead {
+        assert_eq!(
+            header(d, "dlq.error.code").as_deref(),
+            Some("STORE_CORRUPT")
+        );
+    }
+    schema.drop().await;
+}

@@ -158,11 +158,17 @@ async fn processed(port: u16) -> Option<f64> {
         .flatten()
 }
 
-/// Start the gold binary on `bed`, flushing every `flush_secs` (0: never).
-fn spawn_gold(bed: &TestBed, flush_secs: u64) -> StageProcess {
+/// Start the gold binary on `bed`, flushing every `flush_secs` (0: never), and with
+/// `paced`, one record in flight per partition and 50 ms commits: batched, gold drains the
+/// whole backlog faster than a kill can land once a third of it is done.
+fn spawn_gold(bed: &TestBed, flush_secs: u64, paced: bool) -> StageProcess {
     let mut env = bed.stage_env();
     env.push(("GOLD_DATABASE_URL", bed.schema.url()));
     env.push(("GOLD_FLUSH_INTERVAL_SECS", flush_secs.to_string()));
+    if paced {
+        env.push(("MAX_IN_FLIGHT_PER_PARTITION", "1".to_owned()));
+        env.push(("GOLD_COMMIT_LINGER_MS", "50".to_owned()));
+    }
     StageProcess::spawn(
         env!("CARGO_BIN_EXE_gold"),
         &env,
@@ -243,7 +249,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
     let inputs = rows.len() + (ORGS as usize) * CAMPAIGNS;
 
     // First run: SIGKILL once a third of the backlog is processed.
-    let mut gold = spawn_gold(&bed, 0);
+    let mut gold = spawn_gold(&bed, 0, true);
     let port = gold.metrics_port();
     wait_until(
         Duration::from_secs(90),
@@ -262,7 +268,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
     assert!(processed_before.is_none(), "the first gold is gone");
 
     // Second run, flushing every second: it replays what the first did not commit.
-    let gold = spawn_gold(&bed, 1);
+    let gold = spawn_gold(&bed, 1, false);
     let port = gold.metrics_port();
     let silver_ends = end_offsets(&b, "silver.data.processed", 12).expect("ends");
     let config_partitions = i32::try_from(Topic::ConfigChanges.spec().partitions).expect("p");
