@@ -24,13 +24,23 @@ const STAGES: [&str; 6] = [
     "audit-writer",
 ];
 
-/// A first port with the five after it free too.
+/// A first port with the `n - 1` after it free too, below the kernel's ephemeral range: the
+/// stages bind them one after the other over tens of seconds, and a port taken from the
+/// ephemeral range meanwhile (any other test's `free_port`) must not be one of them.
 fn free_run_of_ports(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = free_port().expect("a free port");
-        if base > u16::MAX - n {
-            continue;
-        }
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.saturating_sub(n).max(10_001));
+    // Start somewhere different for each run, so two runs at once do not race for a base.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id() ^ nanos;
+    let span = u32::from(to - from);
+    for attempt in 0..200u32 {
+        let base = from + u16::try_from((seed.wrapping_add(attempt * 7919)) % span).unwrap_or(0);
         let held: Vec<_> = (base..base + n)
             .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
             .collect();
@@ -38,7 +48,7 @@ fn free_run_of_ports(n: u16) -> u16 {
             return base;
         }
     }
-    panic!("no run of {n} free ports");
+    panic!("no run of {n} free ports below {low}");
 }
 
 /// The demo's platform settings, and `platform.sh down` with them when the test ends.
