@@ -406,7 +406,13 @@ pub async fn batch_outputs(
             Some(Change::Skip) | None => continue,
         };
         let g = *index.entry((*org_id, campaign, day)).or_insert_with(|| {
-            groups.push((Target::booking(*org_id, campaign, None), day, i));
+            let target = Target {
+                org_id: *org_id,
+                campaign_id: campaign,
+                line_items: Vec::new(),
+                whole_campaign: false,
+            };
+            groups.push((target, day, i));
             groups.len() - 1
         });
         let (target, _, by) = &mut groups[g];
