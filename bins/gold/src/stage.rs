@@ -152,25 +152,21 @@ impl Gold {
         day: Day,
         trigger: Trigger,
     ) -> Result<(), ProcessError> {
-        let read = |(from, to): (Date, Date)| {
-            GoldStore::campaign_window(
-                tx,
-                target.org_id,
-                target.campaign_id,
-                &target.line_items,
-                from,
-                to,
-            )
-        };
-        // The bookings decide the flight, and so the days to read: guess the periods of the
-        // day without a booking, and read once more only when a flight reaches further back
-        // (or is clamped into another month).
-        let guess = window(day.pick(None), None);
-        let (mut days, bookings) = read(guess).await?;
-        let needed = target.window(day, &bookings);
-        if needed != guess {
-            days = read(needed).await?.0;
-        }
+        // The same reads as a batch's, for one campaign: the bookings decide the flight, and
+        // so the days to read.
+        let campaigns = [target.campaign_id.to_owned()];
+        let bookings: Bookings = GoldStore::org_bookings(tx, target.org_id, &campaigns)
+            .await?
+            .into_iter()
+            .map(|(_, line_item, booking)| (line_item, booking))
+            .collect();
+        let (from, to) = target.window(day, &bookings);
+        let [campaign] = campaigns;
+        let days: Vec<DayTotals> = GoldStore::org_days(tx, target.org_id, &[(campaign, from, to)])
+            .await?
+            .into_iter()
+            .map(|(_, totals)| totals)
+            .collect();
         for aggregate in target.aggregates(day, &days, &bookings, trigger)? {
             if trigger == Trigger::Flush {
                 out.emit_new(target.org_id, aggregate)?;

@@ -129,8 +129,6 @@ pub struct Statements {
     org_days: Statement,
     org_bookings: Statement,
     put_booking: Statement,
-    days: Statement,
-    bookings: Statement,
     active: Statement,
 }
 
@@ -233,37 +231,12 @@ impl GoldStore {
         Ok(applied(r.get(0)))
     }
 
-    /// Per day and line item, the totals of a campaign's rows from `from` to `to` inclusive,
-    /// and the bookings of the campaign and of `line_items` (config before report; a deleted
-    /// booking is `None`). Both queries go out together, in the lane's transaction (they see
-    /// the writes not yet committed).
-    pub async fn campaign_window(
-        tx: &Tx,
-        org_id: i64,
-        campaign_id: &str,
-        line_items: &[String],
-        from: Date,
-        to: Date,
-    ) -> Result<(Vec<DayTotals>, Vec<(String, Option<Booking>)>), StoreError> {
-        let day_params: [&(dyn ToSql + Sync); 4] = [&org_id, &campaign_id, &from.0, &to.0];
-        let booking_params: [&(dyn ToSql + Sync); 3] = [&org_id, &campaign_id, &line_items];
-        let days = tx.read(|s| &s.days, &day_params);
-        let bookings = tx.read(|s| &s.bookings, &booking_params);
-        let (days, bookings) = tokio::try_join!(days, bookings)?;
-        let days = days.iter().map(|r| day_totals(r, 0)).collect();
-        let bookings = bookings
-            .iter()
-            .map(|r| booking_of(r, campaign_id, 0))
-            .collect::<Result<_, _>>()?;
-        Ok((days, bookings))
-    }
-
     /// Write a run of a silver partition's inputs (rows, and `claims` that change nothing) in
-    /// one statement, in the lane's transaction: what [`GoldStore::put_row`] and
-    /// [`GoldStore::skip`] do one by one. A row below its partition's next offset is a
-    /// replay and changes nothing; of several versions of one key, the last counts. Returns
-    /// the org, campaign and day each correction that moved a row to another campaign took
-    /// it from (that campaign's aggregates changed too).
+    /// one statement, in the lane's transaction ([`GoldStore::skip`] claims one input alone).
+    /// A row below its partition's next offset is a replay and changes nothing; of several
+    /// versions of one key, the last counts. Returns the org, campaign and day each correction
+    /// that moved a row to another campaign took it from (that campaign's aggregates changed
+    /// too).
     pub async fn put_rows(
         tx: &Tx,
         claims: &[Position],
@@ -546,23 +519,6 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
              SELECT count(*) FROM claim"
         ))
         .await?;
-    let days = client
-        .prepare(
-            "SELECT day, line_item_id, impressions, clicks, conversions, spend, rows, \
-               quality_sum \
-             FROM gold_days WHERE org_id = $1 AND campaign_id = $2 AND day BETWEEN $3 AND $4 \
-               AND rows > 0",
-        )
-        .await?;
-    let bookings = client
-        .prepare(
-            "SELECT DISTINCT ON (line_item_id) line_item_id, deleted, booked_impressions, \
-               booked_budget, booking_revenue, flight_start, flight_end, currency \
-             FROM gold_bookings \
-             WHERE org_id = $1 AND campaign_id = $2 AND (line_item_id = '' OR line_item_id = ANY($3)) \
-             ORDER BY line_item_id, (source = 'config') DESC",
-        )
-        .await?;
     let active = client
         .prepare(
             "SELECT DISTINCT org_id, campaign_id, line_item_id FROM gold_bookings b \
@@ -579,8 +535,6 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         org_days,
         org_bookings,
         put_booking,
-        days,
-        bookings,
         active,
     })
 }
