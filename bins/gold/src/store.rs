@@ -10,12 +10,10 @@
 //! partitions do not follow silver's) and the flush's listing use plain autocommit
 //! connections, so no two lanes ever write the same offsets row.
 
-use std::sync::Arc;
-
 use chrono::NaiveDate;
 use envelope::{Date, Money, payload::common::Booking};
 pub use pgstore::StoreError;
-use pgstore::{GroupCommit, LaneTx, Lanes, Live, Param, Pool, Prepared, claim_params};
+use pgstore::{GroupCommit, LaneTx, Lanes, Param, Pool, Prepared, claim_params};
 use runtime::Position;
 use rust_decimal::Decimal;
 use tokio_postgres::{Client, Statement, types::ToSql};
@@ -169,10 +167,6 @@ impl GoldStore {
     /// Apply the embedded migrations (idempotent) on a connection of their own.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         pgstore::migrate(&self.url, embedded::migrations::runner(), HISTORY_TABLE).await
-    }
-
-    async fn live(&self, partition: i32) -> Result<Arc<Live<Statements>>, StoreError> {
-        self.pool.get(partition).await
     }
 
     /// Commit what the lane of a silver partition holds, and wait for it.
@@ -337,7 +331,7 @@ impl GoldStore {
 
     /// The keys of bookings (not deleted) whose flight includes `day` or ended the day before.
     pub async fn active_bookings(&self, day: Date) -> Result<Vec<BookingKey>, StoreError> {
-        let live = self.live(0).await?;
+        let live = self.pool.get(0).await?;
         let rows = live.client.query(&live.stmts.active, &[&day.0]).await?;
         Ok(rows
             .iter()
