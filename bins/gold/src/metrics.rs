@@ -1,6 +1,7 @@
 //! Gold's own metric names and counters, served on `/metrics` beside the runtime's.
 
-use prometheus_client::{metrics::counter::Counter, registry::Registry};
+use pgstore::BatchCounters;
+use prometheus_client::registry::Registry;
 
 /// Batches of silver inputs written (`adpipe_gold_batches_total`).
 pub const BATCHES: &str = "adpipe_gold_batches";
@@ -17,38 +18,18 @@ pub const STORE_WAITS: &str = "adpipe_gold_store_waits";
 /// Gold's counters (clones share them).
 #[derive(Debug, Default, Clone)]
 pub struct GoldMetrics {
-    /// See [`BATCHES`].
-    pub batches: Counter,
-    /// See [`BATCH_INPUTS`].
-    pub batch_inputs: Counter,
-    /// See [`BATCHES_SPLIT`].
-    pub batches_split: Counter,
-    /// See [`STORE_WAITS`].
-    pub store_waits: Counter,
+    /// The batches' counters: [`BATCHES`], [`BATCH_INPUTS`], [`BATCHES_SPLIT`] and
+    /// [`STORE_WAITS`].
+    pub batch: BatchCounters,
 }
 
 impl GoldMetrics {
     /// Register the counters in `registry`.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            BATCHES,
-            "Batches of silver inputs written",
-            self.batches.clone(),
-        );
-        registry.register(
-            BATCH_INPUTS,
-            "Silver inputs in the batches written",
-            self.batch_inputs.clone(),
-        );
-        registry.register(
-            BATCHES_SPLIT,
-            "Runs of a batch PostgreSQL refused, written again input by input",
-            self.batches_split.clone(),
-        );
-        registry.register(
-            STORE_WAITS,
-            "Batch attempts that found PostgreSQL unavailable and wait",
-            self.store_waits.clone(),
+        self.batch.register(
+            registry,
+            [BATCHES, BATCH_INPUTS, BATCHES_SPLIT, STORE_WAITS],
+            "silver inputs",
         );
     }
 }

@@ -53,7 +53,7 @@ use rust_decimal::Decimal;
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
 use crate::{
-    batch::{Batches, Reply},
+    batch::{Batches, Queued, Reply, Settler},
     formulas::{self, Flight, periods_of},
     metrics::GoldMetrics,
     store::{BookingKey, BookingSource, DayTotals, GoldStore, RowState, Tx, Via},
@@ -184,7 +184,7 @@ impl Gold {
     fn on_row(&self, e: Event<ProcessedRow>, out: &mut Outputs<'_>) -> Result<(), ProcessError> {
         let at = out.input_position()?;
         let batches = self.batches.get().ok_or_else(not_started)?;
-        let reply = batches.submit(at, e.metadata.org_id, e.payload);
+        let reply = batches.submit(at.partition, Queued::new(at, e.metadata.org_id, e.payload));
         out.defer_outputs(async move {
             let aggregates = reply.await?;
             let late: Late = Box::new(move |out: &mut Outputs<'_>| {
@@ -561,11 +561,12 @@ impl Processor for Gold {
         };
         let store = Arc::new(GoldStore::new(&self.settings.database_url, group));
         store.migrate().await?;
+        let counters = self.metrics.batch.clone();
         let batches = Batches::start(
-            store.clone(),
+            Arc::new(Settler::new(store.clone(), counters.clone())),
             group.lanes,
             self.settings.max_batch_rows,
-            self.metrics.clone(),
+            counters,
         );
         let _ = self.batches.set(batches);
         let _ = self.store.set(store);

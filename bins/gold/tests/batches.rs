@@ -96,7 +96,7 @@ async fn a_backlog_is_written_in_batches_and_a_refused_row_fails_alone() {
     .expect("gold takes the backlog");
     // Batches holding several versions of a key and moves between campaigns are written
     // whole.
-    assert_eq!(gold_metrics.batches_split.get(), 0, "runs split");
+    assert_eq!(gold_metrics.batch.split.get(), 0, "runs split");
     assert_eq!(m.total(DEAD_LETTERED), 0);
     fill(&b, "silver.data.processed", &more).await;
     wait_until(Duration::from_secs(90), "every row", done(total))
@@ -117,9 +117,12 @@ async fn a_backlog_is_written_in_batches_and_a_refused_row_fails_alone() {
     assert!(reason.contains("0x00"), "PostgreSQL's reason: {reason}");
 
     // Batched: far fewer statements than rows; only the refused row's run was split.
-    let (batches, batched) = (gold_metrics.batches.get(), gold_metrics.batch_inputs.get());
+    let (batches, batched) = (
+        gold_metrics.batch.batches.get(),
+        gold_metrics.batch.inputs.get(),
+    );
     assert_eq!(batched, total, "every input went through a batch");
-    assert_eq!(gold_metrics.batches_split.get(), 1, "runs split");
+    assert_eq!(gold_metrics.batch.split.get(), 1, "runs split");
     assert!(
         batches * 5 <= total,
         "{batches} batches for {total} inputs: not batched"

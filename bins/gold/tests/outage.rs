@@ -51,7 +51,7 @@ async fn a_postgresql_outage_makes_gold_wait_and_lose_nothing() {
     fill(&b, "silver.data.processed", &rows(&codec, 0, 100)).await;
 
     let gold = Gold::new(GoldSettings::for_tests(schema.url_via(proxy.port())));
-    let waits = gold.metrics().store_waits;
+    let waits = gold.metrics().batch.waits;
     // Three attempts for retryable errors: had gold's batches handed the outage to the
     // runtime as plain retries, it would dead-letter them.
     let stage = RunningStage::start(

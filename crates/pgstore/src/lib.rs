@@ -4,10 +4,12 @@
 //! [`StoreError`] that tells an outage (the record waits) from a statement that cannot succeed.
 //!
 //! A stage that writes per input can commit many inputs' writes in one transaction through
-//! [`Lanes`] (group commit, see [`group`]).
+//! [`Lanes`] (group commit, see [`group`]), and settle inputs in per-lane batches through
+//! [`Batches`] (see [`batch`]).
 //!
 //! The stores themselves (which tables, which statements) live with their stage.
 
+pub mod batch;
 pub mod group;
 
 use std::{future::Future, sync::Arc};
@@ -16,6 +18,7 @@ use runtime::ProcessError;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
+pub use batch::{BatchCounters, Batches, Settle};
 pub use group::{GroupCommit, LaneTx, Lanes, Param, Ticket, Via, claim_params};
 
 /// A store operation that failed.
