@@ -168,13 +168,7 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
         dedupe(),
     );
     let rules = RunningStage::start(
-        RuleEvaluator::new(RuleSettings {
-            database_url: schema.url(),
-            database_connections: 2,
-            commit_linger_ms: 5,
-            commit_max_writes: 1000,
-            outbox_retention_hours: 24,
-        }),
+        RuleEvaluator::new(RuleSettings::for_tests(schema.url())),
         args(),
         bed.codec.clone(),
         dedupe(),
@@ -499,7 +493,7 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
 }
 
 /// Statements that touch a per-org table without `org_id`, or read one without an
-/// `org_id = $n` filter, and why that is right. Each must still match a statement.
+/// `org_id = $n` (or `org_id = ANY($n)`) filter, and why that is right. Each must still match a statement.
 const NOT_ORG_SCOPED: &[(&str, &str, &str)] = &[
     (
         "bins/gold/src/store.rs",
@@ -611,7 +605,9 @@ fn every_statement_on_a_per_org_table_is_keyed_by_org_id() {
             let read =
                 sql.starts_with("SELECT") || sql.starts_with("DELETE") || sql.starts_with("UPDATE");
             let scoped = if read {
-                sql.contains("org_id = $")
+                // One org (`org_id = $n`), or the orgs of a batch's own inputs
+                // (`org_id = ANY($n)`), each row returned with its org id.
+                sql.contains("org_id = $") || sql.contains("org_id = ANY($")
             } else {
                 sql.contains("org_id")
             };

@@ -69,13 +69,7 @@ async fn threshold_alerts_reach_each_channel_once_through_a_sender_crash_and_a_f
     common::org1_webhook_and_inbox(&bed, &http, log).await;
 
     // The evaluator runs in this process for the whole test.
-    let settings = RuleSettings {
-        database_url: schema.url(),
-        database_connections: 2,
-        commit_linger_ms: 5,
-        commit_max_writes: 1000,
-        outbox_retention_hours: 24,
-    };
+    let settings = RuleSettings::for_tests(schema.url());
     let evaluator = RunningStage::start(
         RuleEvaluator::new(settings),
         RuntimeArgs::for_tests(&b),

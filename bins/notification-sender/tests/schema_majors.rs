@@ -87,13 +87,7 @@ async fn an_old_and_a_new_major_on_one_topic_are_both_delivered() {
     // The new producer: the rule evaluator writing major 2.
     let evaluator = RunningStage::start(
         RuleEvaluator::from_args(RuleArgs {
-            settings: RuleSettings {
-                database_url: schema.url(),
-                database_connections: 2,
-                commit_linger_ms: 5,
-                commit_max_writes: 1000,
-                outbox_retention_hours: 24,
-            },
+            settings: RuleSettings::for_tests(schema.url()),
             alerts_version: 2,
         }),
         RuntimeArgs::for_tests(&bed.bootstrap),

@@ -468,13 +468,7 @@ async fn stored_rules(schema: &TestSchema) -> Vec<(i64, String, i64, bool, Strin
 
 fn evaluator(s: &Setup, schema: &TestSchema) -> RunningStage {
     RunningStage::start(
-        RuleEvaluator::new(RuleSettings {
-            database_url: schema.url(),
-            database_connections: 2,
-            commit_linger_ms: 5,
-            commit_max_writes: 1000,
-            outbox_retention_hours: 24,
-        }),
+        RuleEvaluator::new(RuleSettings::for_tests(schema.url())),
         RuntimeArgs::for_tests(&s.b()),
         s.codec.clone(),
         Dedupe::memory(10_000),

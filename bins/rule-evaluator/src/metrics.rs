@@ -1,6 +1,7 @@
 //! The rule evaluator's own metric names and counters, served on `/metrics` beside the
 //! runtime's.
 
+use pgstore::BatchCounters;
 use prometheus_client::{
     metrics::{counter::Counter, family::Family},
     registry::Registry,
@@ -8,6 +9,18 @@ use prometheus_client::{
 
 /// Alerts emitted, by `state` (firing, resolved) and `severity` (`adpipe_alerts_total`).
 pub const ALERTS: &str = "adpipe_alerts";
+
+/// Batches of aggregates evaluated (`adpipe_rules_batches_total`).
+pub const BATCHES: &str = "adpipe_rules_batches";
+/// Aggregates in the batches evaluated (`adpipe_rules_batch_inputs_total`; divided by
+/// [`BATCHES`], the mean batch size).
+pub const BATCH_INPUTS: &str = "adpipe_rules_batch_inputs";
+/// Batches PostgreSQL refused as a whole, evaluated again aggregate by aggregate so that
+/// only the aggregate it refuses fails (`adpipe_rules_batches_split_total`).
+pub const BATCHES_SPLIT: &str = "adpipe_rules_batches_split";
+/// Attempts of a batch that found PostgreSQL unavailable and wait to try again
+/// (`adpipe_rules_store_waits_total`).
+pub const STORE_WAITS: &str = "adpipe_rules_store_waits";
 
 /// `[("state", …), ("severity", …)]`.
 pub type Labels = Vec<(&'static str, String)>;
@@ -17,6 +30,9 @@ pub type Labels = Vec<(&'static str, String)>;
 pub struct RuleMetrics {
     /// See [`ALERTS`].
     pub alerts: Family<Labels, Counter>,
+    /// The batches' counters: [`BATCHES`], [`BATCH_INPUTS`], [`BATCHES_SPLIT`] and
+    /// [`STORE_WAITS`].
+    pub batch: BatchCounters,
 }
 
 impl RuleMetrics {
@@ -26,6 +42,11 @@ impl RuleMetrics {
             ALERTS,
             "Alerts emitted, by state and severity",
             self.alerts.clone(),
+        );
+        self.batch.register(
+            registry,
+            [BATCHES, BATCH_INPUTS, BATCHES_SPLIT, STORE_WAITS],
+            "aggregates",
         );
     }
 

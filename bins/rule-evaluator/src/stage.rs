@@ -7,16 +7,17 @@
 //! A `config.changes` rule (key `rule/<id>`) is validated ([`Rule::from_definition`]; an
 //! unusable rule goes to the DLQ with the reason) and stored per org and rule id, newer
 //! versions only. A delete switches the rule off for the org — a built-in one as well. The
-//! org's rules are read with the entity's state for every aggregate, so a change applies to
-//! the next aggregate whichever replica evaluates it.
+//! org's rules are read with the entity states for every batch, so a change applies to the
+//! next batch whichever replica evaluates it.
 //!
 //! # Counting each input once
 //!
-//! An aggregate's entity state (alert states, trailing history) is read, evaluated and
-//! written back in one statement that also claims the input offset and keeps the alerts it
-//! decided. A replayed aggregate (a crash after the write, before the offset was committed)
-//! changes nothing and emits the alerts it was first given, with the same event ids, so a
-//! restart neither loses an alert nor raises one twice.
+//! Aggregates are evaluated in per-lane batches ([`crate::batch`]): the entity states
+//! (alert states, trailing history) of a batch are read, evaluated in order and written back
+//! in one statement that also claims the batch's input offsets and keeps the alerts decided
+//! per input. A replayed aggregate (a crash after the write, before the offset was
+//! committed) changes nothing and emits the alerts it was first given, with the same event
+//! ids, so a restart neither loses an alert nor raises one twice.
 //!
 //! # Which major version of the alert it writes
 //!
@@ -26,7 +27,10 @@
 //! `<topic>-adpipe.rules.v2.AlertTriggered`). Both are decided and stored alike; only the
 //! emitted record differs, with the same event id either way.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use envelope::{
     Event, Payload,
@@ -37,12 +41,13 @@ use envelope::{
     },
 };
 use pgstore::GroupCommit;
-use runtime::{Outputs, ProcessError, Processor, Tick};
+use runtime::{Late, Outputs, ProcessError, Processor, Tick};
 use topics::{ConsumerGroup, Topic};
 
 use crate::{
+    batch::{Batches, Queued, Settler},
     metrics::RuleMetrics,
-    rules::{EntityKey, Rule, default_rules},
+    rules::{Rule, default_rules},
     store::{Applied, RuleStore, StoredRule, Via},
 };
 
@@ -65,13 +70,32 @@ pub struct RuleSettings {
     /// commits (alerts wait for the commit: latency traded for fewer WAL flushes).
     #[arg(long, env = "RULES_COMMIT_LINGER_MS", default_value_t = 5)]
     pub commit_linger_ms: u64,
-    /// A lane's transaction commits at once when it holds this many writes.
+    /// A lane's transaction commits at once when it holds this many writes (a batch is
+    /// one).
     #[arg(long, env = "RULES_COMMIT_MAX_WRITES", default_value_t = 1000)]
     pub commit_max_writes: usize,
+    /// At most this many aggregates are evaluated and written together per lane (the ones
+    /// queued while the lane's previous batch ran).
+    #[arg(long, env = "RULES_MAX_BATCH_AGGREGATES", default_value_t = 500)]
+    pub max_batch_aggregates: usize,
     /// Hours the alerts decided for an input are kept for replays (its offset is committed
     /// long before).
     #[arg(long, env = "RULES_OUTBOX_RETENTION_HOURS", default_value_t = 24)]
     pub outbox_retention_hours: i32,
+}
+
+impl RuleSettings {
+    /// The defaults on `database_url` (tests).
+    pub fn for_tests(database_url: String) -> RuleSettings {
+        RuleSettings {
+            database_url,
+            database_connections: 2,
+            commit_linger_ms: 5,
+            commit_max_writes: 1000,
+            max_batch_aggregates: 500,
+            outbox_retention_hours: 24,
+        }
+    }
 }
 
 /// The binary's flags: the evaluator's settings and the alert version it produces.
@@ -106,7 +130,9 @@ runtime::inputs! {
 #[derive(Debug)]
 pub struct RuleEvaluator {
     settings: RuleSettings,
-    store: RuleStore,
+    store: Arc<RuleStore>,
+    /// Started by [`Processor::start`] (it needs the runtime).
+    batches: OnceLock<Batches>,
     metrics: RuleMetrics,
     /// The major version of the alerts it emits (1 or 2).
     alerts_major: u32,
@@ -120,10 +146,11 @@ impl RuleEvaluator {
             linger: Duration::from_millis(settings.commit_linger_ms),
             max_writes: settings.commit_max_writes,
         };
-        let store = RuleStore::new(&settings.database_url, group);
+        let store = Arc::new(RuleStore::new(&settings.database_url, group));
         RuleEvaluator {
             settings,
             store,
+            batches: OnceLock::new(),
             metrics: RuleMetrics::default(),
             alerts_major: Alert::MAJOR,
         }
@@ -134,67 +161,57 @@ impl RuleEvaluator {
         RuleEvaluator::new(args.settings).with_alerts_major(args.alerts_version)
     }
 
+    /// The evaluator's own counters (shared with the running stage).
+    pub fn metrics(&self) -> RuleMetrics {
+        self.metrics.clone()
+    }
+
     /// Emit alerts of major version `major` (2: [`AlertV2`]; anything else: [`Alert`]).
     pub fn with_alerts_major(mut self, major: u32) -> RuleEvaluator {
         self.alerts_major = major;
         self
     }
 
-    async fn on_aggregate(
+    /// An aggregate joins its lane's next batch; it completes, with its alerts, once that
+    /// batch is committed (see [`crate::batch`]).
+    fn on_aggregate(
         &self,
         e: Event<AggregateReady>,
         out: &mut Outputs<'_>,
     ) -> Result<(), ProcessError> {
         let at = out.input_position()?;
         let org_id = e.metadata.org_id;
-        let entity = EntityKey::of(org_id, &e.payload);
-        let tx = self.store.lane(at.partition).await?;
-        let (mut state, stored) = RuleStore::load(&tx, &entity).await?;
-        let rules = org_rules(org_id, stored);
-        let alerts: Vec<Alert> = state
-            .evaluate(org_id, &rules, &e.payload, e.metadata.event_id)
-            .into_iter()
-            .map(|d| d.alert)
-            .collect();
-        let alerts = match self
-            .store
-            .put_state(&tx, at, &entity, &state, &alerts)
-            .await?
-        {
-            Applied::New => alerts,
-            Applied::Replay => {
-                tracing::debug!(
-                    offset = at.offset,
-                    "replayed aggregate: state unchanged, its alerts re-emitted"
-                );
-                RuleStore::decided(&tx, at).await?
-            }
-        };
-        // The alerts go out once the lane's transaction holding the state is committed.
-        let committed = tx.ticket();
-        drop(tx);
-        out.defer(async move {
-            committed.committed().await;
-            Ok(())
+        let batches = self.batches.get().ok_or_else(|| {
+            ProcessError::retryable("RULES_NOT_STARTED", "the evaluator is not started")
+        })?;
+        let reply = batches.submit(at.partition, Queued::new(at, e));
+        let (metrics, major) = (self.metrics.clone(), self.alerts_major);
+        out.defer_outputs(async move {
+            let alerts = reply.await?;
+            let late: Late = Box::new(move |out: &mut Outputs<'_>| {
+                for alert in alerts {
+                    tracing::info!(
+                        org_id,
+                        rule_id = %alert.rule_id,
+                        dedupe_key = %alert.dedupe_key,
+                        state = %alert.state,
+                        severity = %alert.severity,
+                        "alert {}",
+                        if alert.state == AlertState::Firing { "fired" } else { "resolved" }
+                    );
+                    metrics.count(alert.state.as_str(), alert.severity.as_str());
+                    // Caused by the input: ids derived from it, so a replay re-emits the
+                    // same event ids.
+                    if major == AlertV2::MAJOR {
+                        out.emit(AlertV2::from(alert))?;
+                    } else {
+                        out.emit(alert)?;
+                    }
+                }
+                Ok(())
+            });
+            Ok(late)
         });
-        for alert in alerts {
-            tracing::info!(
-                org_id,
-                rule_id = %alert.rule_id,
-                dedupe_key = %alert.dedupe_key,
-                state = %alert.state,
-                severity = %alert.severity,
-                "alert {}",
-                if alert.state == AlertState::Firing { "fired" } else { "resolved" }
-            );
-            self.metrics
-                .count(alert.state.as_str(), alert.severity.as_str());
-            if self.alerts_major == AlertV2::MAJOR {
-                out.emit(AlertV2::from(alert))?;
-            } else {
-                out.emit(alert)?;
-            }
-        }
         Ok(())
     }
 
@@ -272,12 +289,20 @@ impl Processor for RuleEvaluator {
 
     async fn start(&self) -> anyhow::Result<()> {
         self.store.migrate().await?;
+        let counters = self.metrics.batch.clone();
+        let batches = Batches::start(
+            Arc::new(Settler::new(self.store.clone(), counters.clone())),
+            self.settings.database_connections,
+            self.settings.max_batch_aggregates,
+            counters,
+        );
+        let _ = self.batches.set(batches);
         Ok(())
     }
 
     async fn process(&self, input: RuleInput, out: &mut Outputs<'_>) -> Result<(), ProcessError> {
         match input {
-            RuleInput::Aggregate(e) => self.on_aggregate(e, out).await,
+            RuleInput::Aggregate(e) => self.on_aggregate(e, out),
             RuleInput::Config(e) => self.on_config(e, out).await,
         }
     }

@@ -1,18 +1,21 @@
 //! The rule evaluator's state in PostgreSQL: each entity's alert states and metric history,
 //! each org's own rules, the alerts decided per input record, and the next input offset per
-//! partition. Every change is one statement that also claims the input offset it reflects,
+//! partition. Every change is one statement that also claims the input offsets it reflects,
 //! so a replayed record changes nothing and gets the alerts it was first given.
 //!
-//! Aggregates are evaluated through group-commit lanes ([`pgstore::Lanes`], picked by
-//! `gold.data.ready` partition): their state writes share transactions, and an aggregate's
-//! alerts wait for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions
+//! Aggregates are evaluated in batches through group-commit lanes ([`pgstore::Lanes`],
+//! picked by `gold.data.ready` partition; see [`crate::batch`]): a batch reads its offsets,
+//! states and rules in three statements and writes in one ([`RuleStore::put_batch`]);
+//! batches share transactions, and an aggregate's alerts wait for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions
 //! do not follow gold's) are written autocommit, and read by the lanes once committed.
+
+use std::collections::HashMap;
 
 use envelope::payload::{alerts::Alert, config::RuleDefinition};
 use pgstore::{GroupCommit, LaneTx, Lanes, Param, Pool, Prepared, StoreError, claim_params};
 use runtime::Position;
 use serde_json::Value;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, Statement, types::Json};
 
 use crate::rules::{EntityKey, EntityState};
 
@@ -40,6 +43,20 @@ pub enum Applied {
     Replay,
 }
 
+/// A batch's writes ([`RuleStore::put_batch`]).
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    /// The input topic.
+    pub topic: String,
+    /// Per partition: the first offset of the batch's new inputs, and the offset past the
+    /// last.
+    pub claims: Vec<(i32, i64, i64)>,
+    /// The new state of each entity the batch changed.
+    pub states: Vec<(EntityKey, Value)>,
+    /// The alerts decided per input (partition, offset), for inputs that decided any.
+    pub outbox: Vec<(i32, i64, Value)>,
+}
+
 /// An org's stored rule: its definition, or a tombstone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRule {
@@ -50,12 +67,15 @@ pub struct StoredRule {
 }
 
 /// Statements prepared once per connection.
+/// Statements prepared once per connection.
 #[derive(Debug)]
 pub struct Statements {
     claim_only: Statement,
-    load: Statement,
-    put_state: Statement,
-    outbox: Statement,
+    offsets: Statement,
+    states: Statement,
+    rules: Statement,
+    replays: Statement,
+    put_batch: Statement,
     put_rule: Statement,
     prune: Statement,
 }
@@ -66,34 +86,63 @@ impl Prepared for Statements {
             claim_only: client
                 .prepare(&format!("{CLAIM} SELECT count(*) FROM claim"))
                 .await?,
-            // One round trip: the entity's state and the org's rules.
-            load: client
+            offsets: client
                 .prepare(
-                    "SELECT (SELECT state FROM rules_entities WHERE org_id = $1 \
-                       AND campaign_id = $2 AND line_item_id = $3), \
-                     (SELECT coalesce(jsonb_agg(jsonb_build_array(rule_id, deleted, definition) \
-                       ORDER BY rule_id), '[]'::jsonb) FROM rules_definitions WHERE org_id = $1)",
+                    "SELECT partition, next_offset FROM rules_offsets \
+                     WHERE topic = $1 AND partition = ANY($2::int[])",
                 )
                 .await?,
-            put_state: client
-                .prepare(&format!(
-                    "{CLAIM}, put AS ( \
+            // Exactly the (org, campaign, line item) keys of a batch's aggregates.
+            states: client
+                .prepare(
+                    "SELECT org_id, campaign_id, line_item_id, state FROM rules_entities \
+                     WHERE org_id = ANY($1::bigint[]) AND (org_id, campaign_id, line_item_id) IN \
+                       (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]))",
+                )
+                .await?,
+            rules: client
+                .prepare(
+                    "SELECT org_id, rule_id, deleted, definition FROM rules_definitions \
+                     WHERE org_id = ANY($1::bigint[]) ORDER BY org_id, rule_id",
+                )
+                .await?,
+            replays: client
+                .prepare(
+                    "SELECT partition, input_offset, alerts FROM rules_outbox \
+                     WHERE topic = $1 AND (partition, input_offset) IN \
+                       (SELECT * FROM unnest($2::int[], $3::bigint[]))",
+                )
+                .await?,
+            // Every partition's claim must hold (no other consumer moved its offset since the
+            // batch read it), or nothing is written and `false` comes back.
+            put_batch: client
+                .prepare(
+                    "WITH claims AS ( \
+                     SELECT * FROM unnest($2::int[], $3::bigint[], $4::bigint[]) \
+                       AS c(partition, first_offset, next_offset)), \
+                     held AS ( \
+                     SELECT partition, next_offset FROM rules_offsets \
+                     WHERE topic = $1::text AND partition = ANY($2::int[]) FOR UPDATE), \
+                     ok AS ( \
+                     SELECT coalesce(bool_and(coalesce(h.next_offset, 0) <= c.first_offset), true) AS ok \
+                     FROM claims c LEFT JOIN held h ON h.partition = c.partition), \
+                     claim AS ( \
+                     INSERT INTO rules_offsets (topic, partition, next_offset) \
+                     SELECT $1::text, partition, next_offset FROM claims WHERE (SELECT ok FROM ok) \
+                     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset \
+                     RETURNING 1), \
+                     put AS ( \
                      INSERT INTO rules_entities (org_id, campaign_id, line_item_id, state) \
-                     SELECT $4::bigint, $5::text, $6::text, $7::jsonb WHERE EXISTS (SELECT 1 FROM claim) \
+                     SELECT * FROM unnest($5::bigint[], $6::text[], $7::text[], $8::jsonb[]) \
+                     WHERE (SELECT ok FROM ok) \
                      ON CONFLICT (org_id, campaign_id, line_item_id) DO UPDATE SET \
                        state = EXCLUDED.state, updated_at = now() RETURNING 1), \
                      outbox AS ( \
                      INSERT INTO rules_outbox (topic, partition, input_offset, alerts) \
-                     SELECT $1::text, $2::int, $3::bigint, $8::jsonb \
-                     WHERE $8::jsonb IS NOT NULL AND EXISTS (SELECT 1 FROM claim) \
+                     SELECT $1::text, * FROM unnest($9::int[], $10::bigint[], $11::jsonb[]) \
+                     WHERE (SELECT ok FROM ok) \
                      ON CONFLICT DO NOTHING RETURNING 1) \
-                     SELECT count(*) FROM claim"
-                ))
-                .await?,
-            outbox: client
-                .prepare(
-                    "SELECT alerts FROM rules_outbox \
-                     WHERE topic = $1 AND partition = $2 AND input_offset = $3",
+                     SELECT ok FROM ok",
                 )
                 .await?,
             put_rule: client
@@ -162,97 +211,150 @@ impl RuleStore {
         Ok(applied(row.get(0)))
     }
 
-    /// The stored state of `entity` (a fresh one when it has none) and the org's own rules.
-    pub async fn load(
+    /// The next offset to apply of each of `partitions` of `topic` (absent: none applied).
+    pub async fn next_offsets(
         tx: &Tx,
-        entity: &EntityKey,
-    ) -> Result<(EntityState, Vec<StoredRule>), StoreError> {
-        let line_item = entity.line_item_id.clone().unwrap_or_default();
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, StoreError> {
+        let rows = tx.read(|s| &s.offsets, &[&topic, &partitions]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The stored states of `entities` (an entity without one has none here); a state that
+    /// cannot be read back is an error of that entity alone.
+    pub async fn states(
+        tx: &Tx,
+        entities: &[&EntityKey],
+    ) -> Result<HashMap<EntityKey, Result<EntityState, StoreError>>, StoreError> {
+        let orgs: Vec<i64> = entities.iter().map(|e| e.org_id).collect();
+        let campaigns: Vec<&str> = entities.iter().map(|e| e.campaign_id.as_str()).collect();
+        let line_items: Vec<&str> = entities
+            .iter()
+            .map(|e| e.line_item_id.as_deref().unwrap_or_default())
+            .collect();
         let rows = tx
-            .read(
-                |s| &s.load,
-                &[&entity.org_id, &entity.campaign_id, &line_item],
-            )
+            .read(|s| &s.states, &[&orgs, &campaigns, &line_items])
             .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Corrupt("the state query returned no row".into()))?;
-        let state = match row.get::<_, Option<Value>>(0) {
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| StoreError::Corrupt(format!("entity state: {e}")))?,
-            None => EntityState::default(),
-        };
-        let rules: Vec<(String, bool, Value)> = serde_json::from_value(row.get(1))
-            .map_err(|e| StoreError::Corrupt(format!("rule list: {e}")))?;
-        let rules = rules
-            .into_iter()
-            .map(|(rule_id, deleted, definition)| {
-                let definition = if deleted {
-                    None
-                } else {
-                    Some(
-                        serde_json::from_value(definition)
-                            .map_err(|e| StoreError::Corrupt(format!("rule {rule_id}: {e}")))?,
-                    )
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let line_item: String = r.get(2);
+                let key = EntityKey {
+                    org_id: r.get(0),
+                    campaign_id: r.get(1),
+                    line_item_id: (!line_item.is_empty()).then_some(line_item),
                 };
-                Ok(StoredRule {
+                let state = r
+                    .try_get::<_, Json<EntityState>>(3)
+                    .map(|Json(s)| s)
+                    .map_err(|e| StoreError::Corrupt(format!("entity state: {e}")));
+                (key, state)
+            })
+            .collect())
+    }
+
+    /// Each of `orgs`' own rules, by rule id (an org without any has none here); a rule list
+    /// that cannot be read back is an error of that org alone.
+    pub async fn rules(
+        tx: &Tx,
+        orgs: &[i64],
+    ) -> Result<HashMap<i64, Result<Vec<StoredRule>, StoreError>>, StoreError> {
+        let rows = tx.read(|s| &s.rules, &[&orgs]).await?;
+        let mut out: HashMap<i64, Result<Vec<StoredRule>, StoreError>> = HashMap::new();
+        for r in &rows {
+            let (org_id, rule_id, deleted): (i64, String, bool) = (r.get(0), r.get(1), r.get(2));
+            let rule = if deleted {
+                Ok(None)
+            } else {
+                r.try_get::<_, Json<RuleDefinition>>(3)
+                    .map(|Json(d)| Some(d))
+                    .map_err(|e| StoreError::Corrupt(format!("rule {rule_id}: {e}")))
+            };
+            let entry = out.entry(org_id).or_insert_with(|| Ok(Vec::new()));
+            match (entry, rule) {
+                (Ok(list), Ok(definition)) => list.push(StoredRule {
                     rule_id,
                     definition,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok((state, rules))
+                }),
+                (entry @ Ok(_), Err(e)) => *entry = Err(e),
+                (Err(_), _) => {}
+            }
+        }
+        Ok(out)
     }
 
-    /// Store `entity`'s new state and the alerts decided for the input at `at`, claiming
-    /// `at`, in one statement. On [`Applied::Replay`] nothing was written.
-    pub async fn put_state(
-        &self,
+    /// The alerts first decided for each of the inputs at `at` (absent: none decided).
+    pub async fn replays(
         tx: &Tx,
-        at: Position,
-        entity: &EntityKey,
-        state: &EntityState,
-        alerts: &[Alert],
-    ) -> Result<Applied, StoreError> {
-        let line_item = entity.line_item_id.clone().unwrap_or_default();
-        let state = serde_json::to_value(state)
-            .map_err(|e| StoreError::Query(format!("entity state: {e}")))?;
-        let alerts = if alerts.is_empty() {
-            None
-        } else {
-            Some(
-                serde_json::to_value(alerts)
-                    .map_err(|e| StoreError::Query(format!("alerts: {e}")))?,
-            )
+        at: &[Position],
+    ) -> Result<HashMap<(i32, i64), Vec<Alert>>, StoreError> {
+        let Some(first) = at.first() else {
+            return Ok(HashMap::new());
         };
-        let mut params = claim_params(at, 8);
-        params.extend([
-            Box::new(entity.org_id) as Param,
-            Box::new(entity.campaign_id.clone()),
-            Box::new(line_item),
-            Box::new(state),
-            Box::new(alerts),
-        ]);
-        let row = self
-            .pool
-            .write(Via::Lane(tx), at.partition, |s| &s.put_state, params)
-            .await?;
-        Ok(applied(row.get(0)))
-    }
-
-    /// The alerts first decided for the input at `at` (none when it decided none).
-    pub async fn decided(tx: &Tx, at: Position) -> Result<Vec<Alert>, StoreError> {
+        let partitions: Vec<i32> = at.iter().map(|p| p.partition).collect();
+        let offsets: Vec<i64> = at.iter().map(|p| p.offset).collect();
         let rows = tx
             .read(
-                |s| &s.outbox,
-                &[&at.topic.name(), &at.partition, &at.offset],
+                |s| &s.replays,
+                &[&first.topic.name(), &partitions, &offsets],
             )
             .await?;
-        match rows.first() {
-            Some(r) => serde_json::from_value(r.get(0))
-                .map_err(|e| StoreError::Corrupt(format!("stored alerts: {e}"))),
-            None => Ok(Vec::new()),
-        }
+        rows.iter()
+            .map(|r| {
+                let Json(alerts) = r
+                    .try_get::<_, Json<Vec<Alert>>>(2)
+                    .map_err(|e| StoreError::Corrupt(format!("stored alerts: {e}")))?;
+                Ok(((r.get(0), r.get(1)), alerts))
+            })
+            .collect()
+    }
+
+    /// Write a batch in one statement, in the lane's transaction: each claim (a partition,
+    /// the first offset of the batch's new inputs in it, and the offset past its last),
+    /// the entities' new states and the alerts decided per input offset. Nothing is
+    /// written, and `false` returned, when another consumer applied any claimed offset since
+    /// [`RuleStore::next_offsets`] read it.
+    pub async fn put_batch(tx: &Tx, batch: &BatchWrite) -> Result<bool, StoreError> {
+        let params: Vec<Param> = vec![
+            Box::new(batch.topic.clone()),
+            Box::new(batch.claims.iter().map(|c| c.0).collect::<Vec<_>>()),
+            Box::new(batch.claims.iter().map(|c| c.1).collect::<Vec<_>>()),
+            Box::new(batch.claims.iter().map(|c| c.2).collect::<Vec<_>>()),
+            Box::new(
+                batch
+                    .states
+                    .iter()
+                    .map(|(k, _)| k.org_id)
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(
+                batch
+                    .states
+                    .iter()
+                    .map(|(k, _)| k.campaign_id.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(
+                batch
+                    .states
+                    .iter()
+                    .map(|(k, _)| k.line_item_id.clone().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(
+                batch
+                    .states
+                    .iter()
+                    .map(|(_, s)| s.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Box::new(batch.outbox.iter().map(|o| o.0).collect::<Vec<_>>()),
+            Box::new(batch.outbox.iter().map(|o| o.1).collect::<Vec<_>>()),
+            Box::new(batch.outbox.iter().map(|o| o.2.clone()).collect::<Vec<_>>()),
+        ];
+        let row = tx.write(|s| &s.put_batch, params).await?;
+        Ok(row.get(0))
     }
 
     /// Store (or, `deleted`, tombstone) an org's rule at `version` and claim `at`; an older

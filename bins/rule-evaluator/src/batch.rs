@@ -1,0 +1,251 @@
+//! The evaluator's aggregate batches: the aggregates queued for a lane while its previous
+//! batch ran are evaluated together. One read for the partitions' next offsets, one for the
+//! states of the batch's entities, one for its orgs' rules; the aggregates are evaluated in
+//! order in memory (an entity's later aggregates see its earlier ones' effect); then one
+//! statement claims the offsets and writes every changed state and the alerts decided per
+//! input ([`RuleStore::put_batch`]). Each aggregate gets its alerts once the lane's
+//! transaction holding them is committed.
+//!
+//! An aggregate below its partition's next offset is a replay (a crash after the commit,
+//! before the offset reached Kafka): it changes nothing and gets the alerts it was first
+//! given, from the outbox. An entity state or an org's rules that cannot be read back fail
+//! that entity's or org's aggregates alone. A batch PostgreSQL refuses is settled again
+//! aggregate by aggregate, so only the aggregate it refuses is dead-lettered. The loop
+//! around it is [`pgstore::batch`]'s: an outage is waited out, the aggregates wait with it.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use envelope::{
+    Event,
+    payload::{alerts::Alert, gold::AggregateReady},
+};
+use pgstore::{BatchCounters, Settle, StoreError, Ticket, batch::Reply};
+use runtime::{Position, ProcessError};
+
+use crate::{
+    rules::{EntityKey, EntityState, Rule},
+    stage::org_rules,
+    store::{BatchWrite, RuleStore, Tx},
+};
+
+/// The evaluator's batches: one batching task per group-commit lane.
+pub type Batches = pgstore::Batches<Settler>;
+
+/// A gold aggregate waiting for its lane's next batch.
+#[derive(Debug)]
+pub struct Queued {
+    at: Position,
+    event: Event<AggregateReady>,
+}
+
+impl Queued {
+    /// The aggregate `event`, the input at `at`.
+    pub fn new(at: Position, event: Event<AggregateReady>) -> Queued {
+        Queued { at, event }
+    }
+
+    fn entity(&self) -> EntityKey {
+        EntityKey::of(self.event.metadata.org_id, &self.event.payload)
+    }
+}
+
+/// Settles the evaluator's batches on its store.
+#[derive(Debug)]
+pub struct Settler {
+    store: Arc<RuleStore>,
+    counters: BatchCounters,
+}
+
+impl Settler {
+    /// Batches settled on `store`, counted in `counters`.
+    pub fn new(store: Arc<RuleStore>, counters: BatchCounters) -> Settler {
+        Settler { store, counters }
+    }
+}
+
+impl Settle for Settler {
+    type Item = Queued;
+    type Output = Vec<Alert>;
+    type Carry = ();
+    const STORE: &'static str = "rules";
+
+    async fn settle(
+        &self,
+        lane: i32,
+        batch: &[Queued],
+        _: &mut (),
+    ) -> Result<(Ticket, Vec<Reply<Vec<Alert>>>), StoreError> {
+        let mut tx = self.store.lane(lane).await?;
+        let replies = match evaluate(&tx, batch).await {
+            Ok(replies) => replies,
+            Err(StoreError::Query(_)) if batch.len() > 1 => {
+                // Refused as a whole (the lane rebuilt its transaction without it): settle
+                // it aggregate by aggregate, so only the culprit fails.
+                self.counters.split.inc();
+                let mut replies = Vec::with_capacity(batch.len());
+                for q in batch {
+                    drop(tx);
+                    tx = self.store.lane(lane).await?;
+                    match evaluate(&tx, std::slice::from_ref(q)).await {
+                        Ok(one) => replies.extend(one),
+                        Err(e @ StoreError::Query(_)) => replies.push(Err(e.into())),
+                        Err(e) => return Err(e),
+                    }
+                }
+                replies
+            }
+            Err(e @ StoreError::Query(_)) => vec![Err(e.into())],
+            Err(e) => return Err(e),
+        };
+        drop(tx);
+        let ticket = self.store.lane(lane).await?.ticket();
+        Ok((ticket, replies))
+    }
+}
+
+/// Where one input of a batch stands while the batch is evaluated.
+enum Verdict {
+    /// A replay: its alerts come from the outbox.
+    Replay,
+    /// Evaluated: the alerts it decided.
+    Alerts(Vec<Alert>),
+    /// Its entity's state or its org's rules could not be read.
+    Failed(ProcessError),
+}
+
+/// Read, evaluate and write `batch` in `tx`: one reply per input, in order. `Err` when a
+/// statement fails (the lane's transaction is then lost) or another consumer claimed one of
+/// the batch's offsets meanwhile (retried: the inputs are then replays).
+async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, StoreError> {
+    let Some(first) = batch.first() else {
+        return Ok(Vec::new());
+    };
+    let topic = first.at.topic.name();
+    let partitions: Vec<i32> = batch
+        .iter()
+        .map(|q| q.at.partition)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let next = RuleStore::next_offsets(tx, topic, &partitions).await?;
+    let is_new = |q: &Queued| q.at.offset >= next.get(&q.at.partition).copied().unwrap_or(0);
+
+    let entities: BTreeSet<EntityKey> = batch
+        .iter()
+        .filter(|q| is_new(q))
+        .map(Queued::entity)
+        .collect();
+    let orgs: Vec<i64> = entities
+        .iter()
+        .map(|e| e.org_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (mut states, mut rules) = if entities.is_empty() {
+        (HashMap::new(), HashMap::new())
+    } else {
+        let keys: Vec<&EntityKey> = entities.iter().collect();
+        (
+            RuleStore::states(tx, &keys).await?,
+            RuleStore::rules(tx, &orgs).await?,
+        )
+    };
+    // Each org's rules, parsed once per batch.
+    let mut parsed: HashMap<i64, Result<Vec<Rule>, ProcessError>> = HashMap::new();
+    let mut changed: BTreeSet<EntityKey> = BTreeSet::new();
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut write = BatchWrite {
+        topic: topic.to_owned(),
+        ..BatchWrite::default()
+    };
+    for q in batch {
+        if !is_new(q) {
+            verdicts.push(Verdict::Replay);
+            continue;
+        }
+        let org_id = q.event.metadata.org_id;
+        let org = parsed.entry(org_id).or_insert_with(|| {
+            match rules.remove(&org_id).unwrap_or_else(|| Ok(Vec::new())) {
+                Ok(stored) => Ok(org_rules(org_id, stored)),
+                Err(e) => Err(e.into()),
+            }
+        });
+        let entity = q.entity();
+        let state = states
+            .entry(entity.clone())
+            .or_insert_with(|| Ok(EntityState::default()));
+        let (org, state) = match (org, state) {
+            (Ok(org), Ok(state)) => (org, state),
+            (Err(e), _) => {
+                verdicts.push(Verdict::Failed(e.clone()));
+                continue;
+            }
+            (_, Err(e)) => {
+                verdicts.push(Verdict::Failed(ProcessError::permanent(
+                    e.code(),
+                    e.to_string(),
+                )));
+                continue;
+            }
+        };
+        let alerts: Vec<Alert> = state
+            .evaluate(org_id, org, &q.event.payload, q.event.metadata.event_id)
+            .into_iter()
+            .map(|d| d.alert)
+            .collect();
+        changed.insert(entity);
+        if !alerts.is_empty() {
+            let json = serde_json::to_value(&alerts)
+                .map_err(|e| StoreError::Query(format!("alerts: {e}")))?;
+            write.outbox.push((q.at.partition, q.at.offset, json));
+        }
+        verdicts.push(Verdict::Alerts(alerts));
+    }
+
+    // Claims: per partition, from the first new input to past the last.
+    let mut claims: HashMap<i32, (i64, i64)> = HashMap::new();
+    for q in batch.iter().filter(|q| is_new(q)) {
+        let claim = claims
+            .entry(q.at.partition)
+            .or_insert((q.at.offset, q.at.offset + 1));
+        claim.0 = claim.0.min(q.at.offset);
+        claim.1 = claim.1.max(q.at.offset + 1);
+    }
+    write.claims = claims.into_iter().map(|(p, (a, b))| (p, a, b)).collect();
+    write.claims.sort_unstable();
+    for entity in changed {
+        if let Some(Ok(state)) = states.remove(&entity) {
+            let json = serde_json::to_value(&state)
+                .map_err(|e| StoreError::Query(format!("entity state: {e}")))?;
+            write.states.push((entity, json));
+        }
+    }
+    if !write.claims.is_empty() && !RuleStore::put_batch(tx, &write).await? {
+        return Err(StoreError::Unavailable(
+            "another consumer applied offsets of this batch meanwhile; evaluating it again".into(),
+        ));
+    }
+
+    let replayed: Vec<Position> = batch.iter().filter(|q| !is_new(q)).map(|q| q.at).collect();
+    let mut decided = RuleStore::replays(tx, &replayed).await?;
+    Ok(batch
+        .iter()
+        .zip(verdicts)
+        .map(|(q, verdict)| match verdict {
+            Verdict::Alerts(alerts) => Ok(alerts),
+            Verdict::Failed(e) => Err(e),
+            Verdict::Replay => {
+                tracing::debug!(
+                    offset = q.at.offset,
+                    "replayed aggregate: state unchanged, its alerts re-emitted"
+                );
+                Ok(decided
+                    .remove(&(q.at.partition, q.at.offset))
+                    .unwrap_or_default())
+            }
+        })
+        .collect())
+}
