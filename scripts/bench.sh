@@ -16,7 +16,7 @@ export BENCH_REPORT="$report"
 step() { echo "== bench: $* ($(( $(date +%s) - start )) s so far)" >&2; }
 
 step "building the release binaries"
-cargo build --release --locked --bins
+cargo build --profile bench --locked --bins
 
 step "codec (criterion, against serde_json)"
 cargo bench --locked -p envelope --bench codec -- --warm-up-time 1 --measurement-time 3

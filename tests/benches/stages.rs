@@ -6,7 +6,7 @@
 //!
 //! The backlogs chain: simulated DSP rows for bronze, bronze's outputs for silver, silver's
 //! for gold; the rule evaluator and the audit writer get generated aggregates and audit
-//! events. Stages run their release binaries (`cargo build --release --bins`, which
+//! events. Stages run their release binaries (`cargo build --profile bench --bins`, which
 //! `make bench` does first) with Redis dedupe, as in production.
 //!
 //! `cargo bench -p pipeline-tests --bench stages` (`make bench`). `BENCH_ROWS` sets the raw

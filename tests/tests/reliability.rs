@@ -65,7 +65,7 @@ fn bin(name: &str) -> String {
     let path: PathBuf = repo_root().join("target/release").join(name);
     assert!(
         path.exists(),
-        "{} is missing: `make test-reliability` builds it (cargo build --release --bin {name})",
+        "{} is missing: `make test-reliability` builds it (cargo build --profile bench --bin {name})",
         path.display()
     );
     path.to_string_lossy().into_owned()

@@ -135,7 +135,7 @@ pub fn release_bin(name: &str) -> String {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release --bins` first (`make bench` does)",
+        "{} is missing: run `cargo build --profile bench --bins` first (`make bench` does)",
         path.display()
     );
     path.display().to_string()
