@@ -22,22 +22,9 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::RunningStage,
 };
-use testkit::{MockBroker, bench::fill, header, pg::TestSchema, read_records, wait_until};
-use topics::{Topic, partition_for};
-
-fn records(codec: &Codec, events: &[Event<AggregateReady>]) -> Vec<(i32, String, Vec<u8>)> {
-    let partitions = Topic::GoldDataReady.spec().partitions;
-    events
-        .iter()
-        .map(|e| {
-            (
-                partition_for(e.partition_key(), partitions),
-                e.record_key(),
-                codec.encode(e).expect("encode"),
-            )
-        })
-        .collect()
-}
+use testbed::fill_events;
+use testkit::{MockBroker, header, pg::TestSchema, read_records, wait_until};
+use topics::Topic;
 
 /// The mock cluster with the evaluator's topics, and the evaluator (one lane, so the
 /// backlog's orgs share batches) running on a fresh schema.
@@ -145,7 +132,7 @@ async fn a_backlog_in_batches_alerts_as_one_by_one_and_a_refused_aggregate_fails
 
     let (mock, schema, codec, metrics, stage) = start("rules_batches").await;
     let b = mock.bootstrap();
-    fill(&b, Topic::GoldDataReady.name(), &records(&codec, &backlog)).await;
+    fill_events(&b, &codec, &backlog).await;
     settled(&stage, backlog.len() as u64, "the backlog").await;
     assert_eq!(stage.metrics.total(DEAD_LETTERED), 0);
     assert_eq!(metrics.batch.split.get(), 0, "batches split");
@@ -176,7 +163,7 @@ async fn a_backlog_in_batches_alerts_as_one_by_one_and_a_refused_aggregate_fails
         .map(|i| booked(1, &format!("later-{i}"), 20, 0))
         .collect();
     more.insert(10, booked(1, "bad\0campaign", 20, 0));
-    fill(&b, Topic::GoldDataReady.name(), &records(&codec, &more)).await;
+    fill_events(&b, &codec, &more).await;
     settled(&stage, (backlog.len() + more.len()) as u64, "the rest").await;
     let dead = read_records(&b, &Topic::GoldDataReady.dlq(), 1, Duration::from_secs(10))
         .expect("dead letters");
@@ -202,7 +189,7 @@ async fn an_entity_state_that_cannot_be_read_back_fails_that_entitys_aggregates_
     let (mock, schema, codec, _metrics, stage) = start("rules_unreadable").await;
     let b = mock.bootstrap();
     let first: Vec<_> = (0..4).map(|c| booked(5, &format!("c{c}"), 20, 0)).collect();
-    fill(&b, Topic::GoldDataReady.name(), &records(&codec, &first)).await;
+    fill_events(&b, &codec, &first).await;
     settled(&stage, 4, "the first aggregates").await;
     // c0's stored state is no longer a state document.
     schema
@@ -220,7 +207,7 @@ async fn an_entity_state_that_cannot_be_read_back_fails_that_entitys_aggregates_
     let later: Vec<_> = (1..=3)
         .flat_map(|m| (0..4).map(move |c| booked(5, &format!("c{c}"), 20, m * 60)))
         .collect();
-    fill(&b, Topic::GoldDataReady.name(), &records(&codec, &later)).await;
+    fill_events(&b, &codec, &later).await;
     settled(&stage, 16, "the later aggregates").await;
     let m = stage.metrics.clone();
     let dead = read_records(&b, &Topic::GoldDataReady.dlq(), 4, Duration::from_secs(10))

@@ -17,25 +17,9 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
     testing::RunningStage,
 };
-use testkit::{CutProxy, MockBroker, bench::fill, pg::TestSchema, read_records, wait_until};
-use topics::{Topic, partition_for};
-
-fn records(
-    codec: &Codec,
-    events: &[Event<envelope::payload::gold::AggregateReady>],
-) -> Vec<(i32, String, Vec<u8>)> {
-    let partitions = Topic::GoldDataReady.spec().partitions;
-    events
-        .iter()
-        .map(|e| {
-            (
-                partition_for(e.partition_key(), partitions),
-                e.record_key(),
-                codec.encode(e).expect("encode"),
-            )
-        })
-        .collect()
-}
+use testbed::fill_events;
+use testkit::{CutProxy, MockBroker, pg::TestSchema, read_records, wait_until};
+use topics::Topic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_outage_makes_the_evaluator_wait_and_lose_nothing() {
@@ -53,12 +37,7 @@ async fn a_postgresql_outage_makes_the_evaluator_wait_and_lose_nothing() {
     let codec = Arc::new(Codec::offline());
     let dataset = threshold_dataset(40);
     let half = dataset.len() / 2;
-    fill(
-        &b,
-        Topic::GoldDataReady.name(),
-        &records(&codec, &dataset[..half]),
-    )
-    .await;
+    fill_events(&b, &codec, &dataset[..half]).await;
 
     let evaluator = RuleEvaluator::new(RuleSettings::for_tests(schema.url_via(proxy.port())));
     let waits = evaluator.metrics().batch.waits;
@@ -83,12 +62,7 @@ async fn a_postgresql_outage_makes_the_evaluator_wait_and_lose_nothing() {
         .expect("before the outage");
 
     proxy.cut().await;
-    fill(
-        &b,
-        Topic::GoldDataReady.name(),
-        &records(&codec, &dataset[half..]),
-    )
-    .await;
+    fill_events(&b, &codec, &dataset[half..]).await;
     let waiting = {
         let waits = waits.clone();
         let before = waits.get();

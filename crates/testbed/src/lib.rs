@@ -90,19 +90,7 @@ impl TestBed {
     /// Fill `P`'s topic with `events` as a backlog (encoded, keyed and partitioned as a
     /// stage would, produced many at a time), for benchmarks.
     pub async fn fill<P: Payload, E: Borrow<Event<P>>>(&self, events: impl IntoIterator<Item = E>) {
-        let partitions = P::TOPIC.spec().partitions;
-        let records: Vec<(i32, String, Vec<u8>)> = events
-            .into_iter()
-            .map(|e| {
-                let e = e.borrow();
-                (
-                    partition_for(e.partition_key(), partitions),
-                    e.record_key(),
-                    self.codec.encode(e).expect("the test bed's events encode"),
-                )
-            })
-            .collect();
-        testkit::bench::fill(&self.bootstrap, P::TOPIC.name(), &records).await;
+        fill_events(&self.bootstrap, &self.codec, events).await;
     }
 
     /// Every event of `P`'s topic so far, read from the start for up to `within`.
@@ -200,4 +188,26 @@ pub async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Fill `P`'s topic on `bootstrap` with `events` as a backlog: encoded with `codec`, keyed
+/// and partitioned as a stage would, produced many at a time.
+pub async fn fill_events<P: Payload, E: Borrow<Event<P>>>(
+    bootstrap: &str,
+    codec: &Codec,
+    events: impl IntoIterator<Item = E>,
+) {
+    let partitions = P::TOPIC.spec().partitions;
+    let records: Vec<(i32, String, Vec<u8>)> = events
+        .into_iter()
+        .map(|e| {
+            let e = e.borrow();
+            (
+                partition_for(e.partition_key(), partitions),
+                e.record_key(),
+                codec.encode(e).expect("the events encode"),
+            )
+        })
+        .collect();
+    testkit::bench::fill(bootstrap, P::TOPIC.name(), &records).await;
 }
