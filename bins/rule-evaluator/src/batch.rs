@@ -10,7 +10,9 @@
 //! before the offset reached Kafka): it changes nothing and gets the alerts it was first
 //! given, from the outbox. An entity state or an org's rules that cannot be read back fail
 //! that entity's or org's aggregates alone. A batch PostgreSQL refuses is settled again
-//! aggregate by aggregate, so only the aggregate it refuses is dead-lettered. The loop
+//! aggregate by aggregate, so only the aggregate it refuses is dead-lettered. A failed
+//! aggregate's offset is claimed with its failure in the outbox, so a replay of it is
+//! dead-lettered again (its first dead letter may never have been written). The loop
 //! around it is [`pgstore::batch`]'s: an outage is waited out, the aggregates wait with it.
 
 use std::{
@@ -28,7 +30,7 @@ use runtime::{Position, ProcessError};
 use crate::{
     rules::{EntityKey, EntityState, Rule},
     stage::org_rules,
-    store::{BatchWrite, RuleStore, Tx},
+    store::{BatchWrite, Decided, RuleStore, Tx},
 };
 
 /// The evaluator's batches: one batching task per group-commit lane.
@@ -91,19 +93,71 @@ impl Settle for Settler {
                     tx = self.store.lane(lane).await?;
                     match evaluate(&tx, std::slice::from_ref(q)).await {
                         Ok(one) => replies.extend(one),
-                        Err(e @ StoreError::Query(_)) => replies.push(Err(e.into())),
+                        Err(e @ StoreError::Query(_)) => {
+                            tx = refused(&self.store, lane, tx, q, &e).await?;
+                            replies.push(Err(e.into()));
+                        }
                         Err(e) => return Err(e),
                     }
                 }
                 replies
             }
-            Err(e @ StoreError::Query(_)) => vec![Err(e.into())],
+            Err(e @ StoreError::Query(_)) => {
+                tx = refused(&self.store, lane, tx, &batch[0], &e).await?;
+                vec![Err(e.into())]
+            }
             Err(e) => return Err(e),
         };
         drop(tx);
         let ticket = self.store.lane(lane).await?.ticket();
         Ok((ticket, replies))
     }
+}
+
+/// An input PostgreSQL refused (its lane's transaction was lost with it): claim its offset
+/// alone with its failure in the outbox, in a fresh transaction, so that a replay fails it
+/// again. Returns the lane's new hold.
+async fn refused(
+    store: &RuleStore,
+    lane: i32,
+    tx: Tx,
+    q: &Queued,
+    e: &StoreError,
+) -> Result<Tx, StoreError> {
+    drop(tx);
+    let tx = store.lane(lane).await?;
+    let write = BatchWrite {
+        topic: q.at.topic.name().to_owned(),
+        claims: vec![(q.at.partition, q.at.offset, q.at.offset + 1)],
+        states: Vec::new(),
+        outbox: vec![(
+            q.at.partition,
+            q.at.offset,
+            failed(e.code(), &e.to_string())?,
+        )],
+    };
+    RuleStore::put_batch(&tx, &write).await?;
+    Ok(tx)
+}
+
+/// The outbox entry of an input that failed.
+fn failed(code: &str, message: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(Decided::Failed {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    })
+    .map_err(|e| StoreError::Query(format!("a failure: {e}")))
+}
+
+/// The error a replay of an input that failed fails with: the same code when it is one of
+/// the store's.
+fn failed_again(code: &str, message: String) -> ProcessError {
+    let code = match code {
+        "STORE_QUERY" => "STORE_QUERY",
+        "STORE_CORRUPT" => "STORE_CORRUPT",
+        _ => "RULES_FAILED",
+    };
+    ProcessError::permanent(code, message)
 }
 
 /// Where one input of a batch stands while the batch is evaluated.
@@ -180,14 +234,19 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
         let (org, state) = match (org, state) {
             (Ok(org), Ok(state)) => (org, state),
             (Err(e), _) => {
-                verdicts.push(Verdict::Failed(e.clone()));
+                let e = e.clone();
+                write
+                    .outbox
+                    .push((q.at.partition, q.at.offset, failed(e.code, &e.message)?));
+                verdicts.push(Verdict::Failed(e));
                 continue;
             }
             (_, Err(e)) => {
-                verdicts.push(Verdict::Failed(ProcessError::permanent(
-                    e.code(),
-                    e.to_string(),
-                )));
+                let e = ProcessError::permanent(e.code(), e.to_string());
+                write
+                    .outbox
+                    .push((q.at.partition, q.at.offset, failed(e.code, &e.message)?));
+                verdicts.push(Verdict::Failed(e));
                 continue;
             }
         };
@@ -198,7 +257,7 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
             .collect();
         changed.insert(entity);
         if !alerts.is_empty() {
-            let json = serde_json::to_value(&alerts)
+            let json = serde_json::to_value(Decided::Alerts(alerts.clone()))
                 .map_err(|e| StoreError::Query(format!("alerts: {e}")))?;
             write.outbox.push((q.at.partition, q.at.offset, json));
         }
@@ -242,9 +301,11 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
                     offset = q.at.offset,
                     "replayed aggregate: state unchanged, its alerts re-emitted"
                 );
-                Ok(decided
-                    .remove(&(q.at.partition, q.at.offset))
-                    .unwrap_or_default())
+                match decided.remove(&(q.at.partition, q.at.offset)) {
+                    Some(Decided::Alerts(alerts)) => Ok(alerts),
+                    Some(Decided::Failed { code, message }) => Err(failed_again(&code, message)),
+                    None => Ok(Vec::new()),
+                }
             }
         })
         .collect())

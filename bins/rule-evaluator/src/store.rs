@@ -53,8 +53,26 @@ pub struct BatchWrite {
     pub claims: Vec<(i32, i64, i64)>,
     /// The new state of each entity the batch changed.
     pub states: Vec<(EntityKey, Value)>,
-    /// The alerts decided per input (partition, offset), for inputs that decided any.
+    /// What was decided per input (partition, offset), for inputs that decided alerts or
+    /// failed ([`Decided`]).
     pub outbox: Vec<(i32, i64, Value)>,
+}
+
+/// What the outbox keeps for an input: the alerts it decided (a JSON array, as ever), or why
+/// it failed, so that a replay of it fails the same way — the dead letter of its first run
+/// may never have been written.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Decided {
+    /// The alerts decided (none is not stored).
+    Alerts(Vec<Alert>),
+    /// The input failed with this code and message.
+    Failed {
+        /// The error's code.
+        code: String,
+        /// The error's message.
+        message: String,
+    },
 }
 
 /// An org's stored rule: its definition, or a tombstone.
@@ -284,11 +302,11 @@ impl RuleStore {
         Ok(out)
     }
 
-    /// The alerts first decided for each of the inputs at `at` (absent: none decided).
+    /// What was first decided for each of the inputs at `at` (absent: no alerts).
     pub async fn replays(
         tx: &Tx,
         at: &[Position],
-    ) -> Result<HashMap<(i32, i64), Vec<Alert>>, StoreError> {
+    ) -> Result<HashMap<(i32, i64), Decided>, StoreError> {
         let Some(first) = at.first() else {
             return Ok(HashMap::new());
         };
@@ -302,10 +320,10 @@ impl RuleStore {
             .await?;
         rows.iter()
             .map(|r| {
-                let Json(alerts) = r
-                    .try_get::<_, Json<Vec<Alert>>>(2)
+                let Json(decided) = r
+                    .try_get::<_, Json<Decided>>(2)
                     .map_err(|e| StoreError::Corrupt(format!("stored alerts: {e}")))?;
-                Ok(((r.get(0), r.get(1)), alerts))
+                Ok(((r.get(0), r.get(1)), decided))
             })
             .collect()
     }

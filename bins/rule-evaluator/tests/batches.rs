@@ -23,11 +23,11 @@ use runtime::{
     testing::RunningStage,
 };
 use testbed::fill_events;
-use testkit::{MockBroker, header, pg::TestSchema, read_records, wait_until};
-use topics::Topic;
+use testkit::{MockBroker, header, pg::TestSchema, read_records, rewind_group, wait_until};
+use topics::{ConsumerGroup, Topic};
 
-/// The mock cluster with the evaluator's topics, and the evaluator (one lane, so the
-/// backlog's orgs share batches) running on a fresh schema.
+/// The mock cluster with the evaluator's topics, and the evaluator running on a fresh
+/// schema.
 async fn start(
     prefix: &str,
 ) -> (
@@ -47,6 +47,17 @@ async fn start(
     .expect("topics");
     let schema = TestSchema::create(prefix).await.expect("schema");
     let codec = Arc::new(Codec::offline());
+    let (metrics, stage) = evaluator(&mock.bootstrap(), &schema, &codec);
+    (mock, schema, codec, metrics, stage)
+}
+
+/// The evaluator (one lane, so the backlog's orgs share batches) on `schema`, with a dedupe
+/// of its own.
+fn evaluator(
+    bootstrap: &str,
+    schema: &TestSchema,
+    codec: &Arc<Codec>,
+) -> (rule_evaluator::metrics::RuleMetrics, RunningStage) {
     let evaluator = RuleEvaluator::new(RuleSettings {
         database_connections: 1,
         ..RuleSettings::for_tests(schema.url())
@@ -54,11 +65,27 @@ async fn start(
     let metrics = evaluator.metrics();
     let stage = RunningStage::start(
         evaluator,
-        RuntimeArgs::for_tests(&mock.bootstrap()),
+        RuntimeArgs::for_tests(bootstrap),
         codec.clone(),
         Dedupe::memory(10_000),
     );
-    (mock, schema, codec, metrics, stage)
+    (metrics, stage)
+}
+
+/// After the evaluator stopped: its group's offsets back to 0 (a crash that lost every
+/// commit), and a new evaluator that takes all `n` inputs again — every one a replay.
+async fn replay(bootstrap: &str, schema: &TestSchema, codec: &Arc<Codec>, n: u64) -> RunningStage {
+    let partitions = i32::try_from(Topic::GoldDataReady.spec().partitions).expect("partitions");
+    rewind_group(
+        bootstrap,
+        ConsumerGroup::RuleEvaluator.name(),
+        Topic::GoldDataReady.name(),
+        partitions,
+    )
+    .expect("rewind");
+    let (_, stage) = evaluator(bootstrap, schema, codec);
+    settled(&stage, n, "the replays").await;
+    stage
 }
 
 /// Wait until `n` inputs are processed or dead-lettered.
@@ -72,12 +99,13 @@ async fn settled(stage: &RunningStage, n: u64, what: &str) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// The alerts on the topic, per (org, campaign) in the order emitted.
+/// The alerts on the topic, per (org, campaign) in the order emitted, and how many distinct
+/// event ids they carry.
 fn alerts_by_entity(
     bootstrap: &str,
     codec: &Codec,
     at_most: usize,
-) -> BTreeMap<(i64, String), Vec<Alert>> {
+) -> (BTreeMap<(i64, String), Vec<Alert>>, usize) {
     let mut records = read_records(
         bootstrap,
         Topic::RulesAlertsTriggered.name(),
@@ -87,15 +115,17 @@ fn alerts_by_entity(
     .expect("alerts");
     records.sort_by_key(|r| (r.partition(), r.offset()));
     let mut out: BTreeMap<(i64, String), Vec<Alert>> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
     for r in records {
         let e: Event<Alert> = codec
             .decode_known(r.payload().expect("value"))
             .expect("an alert");
+        ids.insert(e.metadata.event_id);
         out.entry((e.metadata.org_id, e.payload.campaign_id.clone()))
             .or_default()
             .push(e.payload);
     }
-    out
+    (out, ids.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +176,7 @@ async fn a_backlog_in_batches_alerts_as_one_by_one_and_a_refused_aggregate_fails
         batches * 5 <= inputs,
         "{batches} batches for {inputs} aggregates: not batched"
     );
-    let emitted = alerts_by_entity(&b, &codec, alerts + 1);
+    let (emitted, _) = alerts_by_entity(&b, &codec, alerts + 1);
     assert_eq!(
         emitted.values().map(Vec::len).sum::<usize>(),
         alerts,
@@ -181,6 +211,30 @@ async fn a_backlog_in_batches_alerts_as_one_by_one_and_a_refused_aggregate_fails
         Some(3 * 4 + 20),
         "every other entity's state stored"
     );
+
+    // A crash that lost every commit: all 621 inputs again, each a replay. The same alerts
+    // again with the same event ids, the refused one dead-lettered again, no state changed.
+    let total = (backlog.len() + more.len()) as u64;
+    let again = replay(&b, &schema, &codec, total).await;
+    let m = again.metrics.clone();
+    again.stop().await.expect("clean stop");
+    assert_eq!(m.total(PROCESSED), total - 1);
+    assert_eq!(m.total(DEAD_LETTERED), 1, "the refused aggregate, again");
+    let dead = read_records(&b, &Topic::GoldDataReady.dlq(), 3, Duration::from_secs(5))
+        .expect("dead letters");
+    assert_eq!(dead.len(), 2);
+    assert_eq!(
+        header(&dead[1], "dlq.error.code").as_deref(),
+        Some("STORE_QUERY")
+    );
+    let (replayed, ids) = alerts_by_entity(&b, &codec, 2 * alerts + 1);
+    let twice: BTreeMap<_, _> = expected
+        .iter()
+        .map(|(k, v)| (k.clone(), [v.clone(), v.clone()].concat()))
+        .collect();
+    assert_eq!(replayed, twice, "each entity's alerts once more, in order");
+    assert_eq!(ids, alerts, "with the first run's event ids");
+    assert_eq!(schema.count("rules_entities").await, Some(3 * 4 + 20));
     schema.drop().await;
 }
 
@@ -229,5 +283,12 @@ async fn an_entity_state_that_cannot_be_read_back_fails_that_entitys_aggregates_
             .expect("an aggregate");
         assert_eq!(e.payload.campaign_id, "c0");
     }
+
+    // Replayed (every commit lost): the three fail again, the rest pass again.
+    let again = replay(&b, &schema, &codec, 16).await;
+    let m = again.metrics.clone();
+    again.stop().await.expect("clean stop");
+    assert_eq!(m.total(PROCESSED), 13);
+    assert_eq!(m.total(DEAD_LETTERED), 3, "c0's three, again");
     schema.drop().await;
 }

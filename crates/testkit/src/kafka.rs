@@ -142,6 +142,42 @@ pub fn committed_offsets(
         .collect())
 }
 
+/// Commit offset 0 for every partition of `topic` in `group` (whose members must be
+/// stopped): the group's next members consume the topic again from the start, as after a
+/// crash that lost every commit. Joins the group to commit (a broker may refuse a commit
+/// from outside it), then leaves.
+pub fn rewind_group(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        // The stages' strategy: members of one group must agree on it.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while consumer.assignment()?.count() < usize::try_from(partitions)? {
+        if std::time::Instant::now() > deadline {
+            bail!("no assignment of {topic} in group {group} within 30 s");
+        }
+        // Polling drives the join; records read meanwhile are not committed.
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))?;
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .context("committing offset 0")?;
+    consumer.unsubscribe();
+    Ok(())
+}
+
 /// The first `n` records of `topic` (all partitions, each in offset order), read from the
 /// start by a consumer of its own group; fewer if they do not arrive `within`. Counting by
 /// consuming is exact where Tansu's high watermark under-reports batched produce.

@@ -20,7 +20,7 @@ pub use broker::{Broker, Storage, free_port, repo_root};
 pub use cut::CutProxy;
 pub use kafka::{
     TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics, create_topics,
-    end_offsets, header, produce_in_order, read_records, wait_until,
+    end_offsets, header, produce_in_order, read_records, rewind_group, wait_until,
 };
 pub use metrics::{counter_total, counter_with_labels, samples};
 pub use mock::MockBroker;
