@@ -4,7 +4,8 @@
 //! and each row gets its outputs back once the lane's transaction is committed.
 //!
 //! A batch PostgreSQL refuses is written again input by input, so only the input it refuses
-//! fails (and is dead-lettered with PostgreSQL's message). The loop around it is
+//! fails (and is dead-lettered with PostgreSQL's message); its offset is claimed with the
+//! failure kept (`gold_failed`), so a replay of it fails again. The loop around it is
 //! [`pgstore::batch`]'s: an outage is waited out (the batch is tried again, with capped
 //! backoff, until it lands; its rows wait meanwhile).
 
@@ -88,6 +89,9 @@ async fn try_settle(
 ) -> Result<(Ticket, Vec<Reply>), StoreError> {
     let mut failed: Vec<Option<ProcessError>> = batch.iter().map(|_| None).collect();
     let mut tx = store.lane(lane).await?;
+    // Inputs refused before (this batch is a replay of them): they fail again.
+    let positions: Vec<Position> = batch.iter().map(|q| q.at).collect();
+    let before = GoldStore::failed(&tx, &positions).await?;
     let mut start = 0;
     while start < batch.len() {
         // A run of rows and claims in one statement; a booking row on its own, in order.
@@ -100,7 +104,8 @@ async fn try_settle(
                 .map_or(batch.len(), |n| start + n)
         };
         let run = &batch[start..end];
-        match write(store, &tx, run).await {
+        let result = write(store, &tx, run).await;
+        match result {
             Ok(m) => moved.extend(m),
             Err(StoreError::Query(_)) if run.len() > 1 => {
                 // Refused as a whole (the lane rebuilt its transaction without it): write it
@@ -109,9 +114,13 @@ async fn try_settle(
                 for (i, q) in run.iter().enumerate() {
                     drop(tx);
                     tx = store.lane(lane).await?;
-                    match write(store, &tx, std::slice::from_ref(q)).await {
+                    let result = write(store, &tx, std::slice::from_ref(q)).await;
+                    match result {
                         Ok(m) => moved.extend(m),
-                        Err(e @ StoreError::Query(_)) => failed[start + i] = Some(e.into()),
+                        Err(e @ StoreError::Query(_)) => {
+                            tx = refused(store, lane, tx, q, &e).await?;
+                            failed[start + i] = Some(e.into());
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -119,13 +128,20 @@ async fn try_settle(
                 tx = store.lane(lane).await?;
             }
             Err(e @ StoreError::Query(_)) => {
+                tx = refused(store, lane, tx, &run[0], &e).await?;
                 failed[start] = Some(e.into());
-                drop(tx);
-                tx = store.lane(lane).await?;
             }
             Err(e) => return Err(e),
         }
         start = end;
+    }
+    for (q, f) in batch.iter().zip(failed.iter_mut()) {
+        if let Some((code, message)) = before.get(&(q.at.partition, q.at.offset)) {
+            *f = Some(ProcessError::permanent(
+                StoreError::known_code(code).unwrap_or("GOLD_FAILED"),
+                message.clone(),
+            ));
+        }
     }
     let written: Vec<_> = batch
         .iter()
@@ -140,6 +156,22 @@ async fn try_settle(
     }
     let ticket = tx.ticket();
     Ok((ticket, replies))
+}
+
+/// An input PostgreSQL refused (the lane's transaction was lost with it): claim it alone
+/// with its failure in a fresh transaction, so that a replay fails it again. Returns the
+/// lane's new hold.
+async fn refused(
+    store: &GoldStore,
+    lane: i32,
+    tx: crate::store::Tx,
+    q: &Queued,
+    e: &StoreError,
+) -> Result<crate::store::Tx, StoreError> {
+    drop(tx);
+    let tx = store.lane(lane).await?;
+    GoldStore::put_failed(&tx, q.at, e).await?;
+    Ok(tx)
 }
 
 /// Write a run of inputs: rows and claims in one statement, or one booking row.

@@ -10,6 +10,8 @@
 //! partitions do not follow silver's) and the flush's listing use plain autocommit
 //! connections, so no two lanes ever write the same offsets row.
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
 use envelope::{Date, Money, payload::common::Booking};
 pub use pgstore::StoreError;
@@ -124,6 +126,8 @@ const CLAIM: &str = "WITH claim AS ( \
 pub struct Statements {
     claim_only: Statement,
     put_rows: Statement,
+    put_failed: Statement,
+    failed: Statement,
     org_days: Statement,
     org_bookings: Statement,
     put_booking: Statement,
@@ -178,6 +182,38 @@ impl GoldStore {
     /// the returned hold is dropped: drop it before awaiting anything else).
     pub async fn lane(&self, partition: i32) -> Result<Tx, StoreError> {
         self.lanes.lane(partition).await
+    }
+
+    /// Claim the input at `at`, which PostgreSQL refused with `e`, keeping why in the lane's
+    /// transaction: later inputs claim past it, and a replay of it must fail again
+    /// ([`GoldStore::failed`]) rather than pass as applied.
+    pub async fn put_failed(tx: &Tx, at: Position, e: &StoreError) -> Result<(), StoreError> {
+        let mut params = claim_params(at, 5);
+        params.extend([
+            Box::new(e.code().to_owned()) as Param,
+            Box::new(e.to_string()),
+        ]);
+        tx.write(|s| &s.put_failed, params).await?;
+        Ok(())
+    }
+
+    /// The code and message of each of the inputs at `at` that failed before (absent: none).
+    pub async fn failed(
+        tx: &Tx,
+        at: &[Position],
+    ) -> Result<HashMap<(i32, i64), (String, String)>, StoreError> {
+        let Some(first) = at.first() else {
+            return Ok(HashMap::new());
+        };
+        let partitions: Vec<i32> = at.iter().map(|p| p.partition).collect();
+        let offsets: Vec<i64> = at.iter().map(|p| p.offset).collect();
+        let rows = tx
+            .read(|s| &s.failed, &[&first.topic.name(), &partitions, &offsets])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+            .collect())
     }
 
     /// Claim `at` without changing anything else (quarantined rows, settings gold ignores).
@@ -523,9 +559,27 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
              ORDER BY 1, 2, 3",
         )
         .await?;
+    let put_failed = client
+        .prepare(&format!(
+            "{CLAIM}, f AS ( \
+             INSERT INTO gold_failed (topic, partition, input_offset, code, message) \
+             SELECT $1::text, $2::int, $3::bigint, $4::text, $5::text \
+             WHERE EXISTS (SELECT 1 FROM claim) ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT count(*) FROM claim"
+        ))
+        .await?;
+    let failed = client
+        .prepare(
+            "SELECT partition, input_offset, code, message FROM gold_failed \
+             WHERE topic = $1 AND (partition, input_offset) IN \
+               (SELECT * FROM unnest($2::int[], $3::bigint[]))",
+        )
+        .await?;
     Ok(Statements {
         claim_only,
         put_rows,
+        put_failed,
+        failed,
         org_days,
         org_bookings,
         put_booking,

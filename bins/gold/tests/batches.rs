@@ -267,3 +267,95 @@ async fn a_stored_value_gold_cannot_read_back_fails_the_batch_instead_of_stallin
     }
     schema.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_refused_for_what_is_stored_fails_again_when_replayed() {
+    let (_mock, b) = common::mock_cluster();
+    let schema = TestSchema::create("gold_refused_replay")
+        .await
+        .expect("schema");
+    let codec = Arc::new(Codec::offline());
+    let day = Date(Utc::now().date_naive() - Days::new(1));
+    let partition = partition_for(
+        PartitionKey::Org(ORG),
+        Topic::SilverDataProcessed.spec().partitions,
+    );
+    let row = |campaign: &str, entity: &str, impressions: i64| {
+        let spend = Money::from_unscaled(100).expect("money");
+        let e = gold::fixtures::delivery_row(ORG, campaign, entity, day, impressions, spend);
+        (partition, e.record_key(), codec.encode(&e).expect("encode"))
+    };
+    // The second row of "big" overflows the day's impressions (bigint) as stored after the
+    // first: PostgreSQL refuses it for the state, not for its own bytes, so a replay of it
+    // (no longer new, no sum to add) would pass unless its failure was kept.
+    let first = [
+        row("big", "big-1", i64::MAX - 10),
+        row("ok", "ok-1", 100),
+        row("big", "big-2", 100),
+        row("ok", "ok-2", 100),
+    ];
+    fill(&b, "silver.data.processed", &first).await;
+    let run = || {
+        let gold = Gold::new(GoldSettings::for_tests(schema.url()));
+        RunningStage::start(
+            gold,
+            RuntimeArgs::for_tests(&b),
+            codec.clone(),
+            Dedupe::memory(1_000),
+        )
+    };
+    let settled = |stage: &RunningStage| {
+        let m = stage.metrics.clone();
+        move || {
+            let done = m.total(PROCESSED) + m.total(DEAD_LETTERED) >= 4;
+            async move { done }
+        }
+    };
+    let stage = run();
+    wait_until(Duration::from_secs(60), "the rows", settled(&stage))
+        .await
+        .expect("gold takes them");
+    let m = stage.metrics.clone();
+    stage.stop().await.expect("clean stop");
+    assert_eq!((m.total(PROCESSED), m.total(DEAD_LETTERED)), (3, 1));
+    let dead = read_records(&b, "silver.data.processed.dlq", 1, Duration::from_secs(10))
+        .expect("dead letters");
+    assert_eq!(
+        header(&dead[0], "dlq.error.code").as_deref(),
+        Some("STORE_QUERY")
+    );
+    let reason = header(&dead[0], "dlq.error.message").unwrap_or_default();
+    assert!(
+        reason.contains("out of range"),
+        "PostgreSQL's reason: {reason}"
+    );
+
+    // A crash that lost every commit: the four again, every one a replay.
+    let partitions = i32::try_from(Topic::SilverDataProcessed.spec().partitions).expect("fits");
+    testkit::rewind_group(
+        &b,
+        topics::ConsumerGroup::GoldProcessor.name(),
+        Topic::SilverDataProcessed.name(),
+        partitions,
+    )
+    .expect("rewind");
+    let again = run();
+    wait_until(Duration::from_secs(60), "the replays", settled(&again))
+        .await
+        .expect("gold takes them again");
+    let m = again.metrics.clone();
+    again.stop().await.expect("clean stop");
+    assert_eq!(
+        (m.total(PROCESSED), m.total(DEAD_LETTERED)),
+        (3, 1),
+        "the refused row fails again"
+    );
+    let dead = read_records(&b, "silver.data.processed.dlq", 3, Duration::from_secs(5))
+        .expect("dead letters");
+    assert_eq!(dead.len(), 2);
+    assert_eq!(
+        header(&dead[1], "dlq.error.code").as_deref(),
+        Some("STORE_QUERY")
+    );
+    schema.drop().await;
+}

@@ -152,12 +152,10 @@ fn failed(code: &str, message: &str) -> Result<serde_json::Value, StoreError> {
 /// The error a replay of an input that failed fails with: the same code when it is one of
 /// the store's.
 fn failed_again(code: &str, message: String) -> ProcessError {
-    let code = match code {
-        "STORE_QUERY" => "STORE_QUERY",
-        "STORE_CORRUPT" => "STORE_CORRUPT",
-        _ => "RULES_FAILED",
-    };
-    ProcessError::permanent(code, message)
+    ProcessError::permanent(
+        StoreError::known_code(code).unwrap_or("RULES_FAILED"),
+        message,
+    )
 }
 
 /// Where one input of a batch stands while the batch is evaluated.

@@ -49,6 +49,19 @@ impl StoreError {
         }
     }
 
+    /// The code a stored error code stands for, when it is one of these (a failure kept
+    /// for replays is read back as text).
+    pub fn known_code(code: &str) -> Option<&'static str> {
+        [
+            "STORE_UNAVAILABLE",
+            "STORE_MIGRATION",
+            "STORE_QUERY",
+            "STORE_CORRUPT",
+        ]
+        .into_iter()
+        .find(|c| *c == code)
+    }
+
     /// Whether retrying later can succeed.
     pub fn retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
