@@ -5,9 +5,10 @@
 //!
 //! Aggregates are evaluated in batches through group-commit lanes ([`pgstore::Lanes`],
 //! picked by `gold.data.ready` partition; see [`crate::batch`]): a batch reads its offsets,
-//! states and rules in three statements and writes in one ([`RuleStore::put_batch`]);
-//! batches share transactions, and an aggregate's alerts wait for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions
-//! do not follow gold's) are written autocommit, and read by the lanes once committed.
+//! states and rules in three statements (and the outbox, for replays) and writes in one
+//! ([`RuleStore::put_batch`]); batches share transactions, and an aggregate's alerts wait
+//! for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions do not
+//! follow gold's) are written autocommit, and read by the lanes once committed.
 
 use std::collections::HashMap;
 
