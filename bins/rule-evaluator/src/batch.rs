@@ -1,8 +1,8 @@
 //! The evaluator's aggregate batches: the aggregates queued for a lane while its previous
-//! batch ran are evaluated together. One read for the partitions' next offsets, one for the
-//! states of the batch's entities, one for its orgs' rules; the aggregates are evaluated in
-//! order in memory (an entity's later aggregates see its earlier ones' effect); then one
-//! statement claims the offsets and writes every changed state and the alerts decided per
+//! batch ran are evaluated together. One read for the partitions' next offsets, then one
+//! each for the states of the batch's entities, its orgs' rules and what its replays were
+//! first given; the aggregates are evaluated in order in memory
+//! (an entity's later aggregates see its earlier ones' effect); then one statement claims the offsets and writes every changed state and the alerts decided per
 //! input ([`RuleStore::put_batch`]). Each aggregate gets its alerts once the lane's
 //! transaction holding them is committed.
 //!
@@ -108,9 +108,7 @@ impl Settle for Settler {
             }
             Err(e) => return Err(e),
         };
-        drop(tx);
-        let ticket = self.store.lane(lane).await?.ticket();
-        Ok((ticket, replies))
+        Ok((tx.ticket(), replies))
     }
 }
 
@@ -185,29 +183,32 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
     let next = RuleStore::next_offsets(tx, topic, &partitions).await?;
     let is_new = |q: &Queued| q.at.offset >= next.get(&q.at.partition).copied().unwrap_or(0);
 
-    let entities: BTreeSet<EntityKey> = batch
-        .iter()
-        .filter(|q| is_new(q))
-        .map(Queued::entity)
-        .collect();
+    let mut entities: BTreeSet<EntityKey> = BTreeSet::new();
+    let mut replayed: Vec<Position> = Vec::new();
+    for q in batch {
+        if is_new(q) {
+            entities.insert(q.entity());
+        } else {
+            replayed.push(q.at);
+        }
+    }
+    let keys: Vec<&EntityKey> = entities.iter().collect();
     let orgs: Vec<i64> = entities
         .iter()
         .map(|e| e.org_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (mut states, mut rules) = if entities.is_empty() {
-        (HashMap::new(), HashMap::new())
-    } else {
-        let keys: Vec<&EntityKey> = entities.iter().collect();
-        (
-            RuleStore::states(tx, &keys).await?,
-            RuleStore::rules(tx, &orgs).await?,
-        )
-    };
+    // One after the other: a statement PostgreSQL refuses must be the error the batch sees,
+    // not a sibling's "transaction aborted" (an outage, retried).
+    let mut states = RuleStore::states(tx, &keys).await?;
+    let mut rules = RuleStore::rules(tx, &orgs).await?;
+    let mut decided = RuleStore::replays(tx, &replayed).await?;
     // Each org's rules, parsed once per batch.
     let mut parsed: HashMap<i64, Result<Vec<Rule>, ProcessError>> = HashMap::new();
     let mut changed: BTreeSet<EntityKey> = BTreeSet::new();
+    // Per partition, from the first new input to past the last.
+    let mut claims: HashMap<i32, (i64, i64)> = HashMap::new();
     let mut verdicts = Vec::with_capacity(batch.len());
     let mut write = BatchWrite {
         topic: topic.to_owned(),
@@ -218,6 +219,11 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
             verdicts.push(Verdict::Replay);
             continue;
         }
+        let claim = claims
+            .entry(q.at.partition)
+            .or_insert((q.at.offset, q.at.offset + 1));
+        claim.0 = claim.0.min(q.at.offset);
+        claim.1 = claim.1.max(q.at.offset + 1);
         let org_id = q.event.metadata.org_id;
         let org = parsed.entry(org_id).or_insert_with(|| {
             match rules.remove(&org_id).unwrap_or_else(|| Ok(Vec::new())) {
@@ -229,18 +235,14 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
         let state = states
             .entry(entity.clone())
             .or_insert_with(|| Ok(EntityState::default()));
-        let (org, state) = match (org, state) {
-            (Ok(org), Ok(state)) => (org, state),
-            (Err(e), _) => {
-                let e = e.clone();
-                write
-                    .outbox
-                    .push((q.at.partition, q.at.offset, failed(e.code, &e.message)?));
-                verdicts.push(Verdict::Failed(e));
-                continue;
-            }
-            (_, Err(e)) => {
-                let e = ProcessError::permanent(e.code(), e.to_string());
+        let ready = match (org, state) {
+            (Ok(org), Ok(state)) => Ok((org, state)),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(ProcessError::permanent(e.code(), e.to_string())),
+        };
+        let (org, state) = match ready {
+            Ok(ready) => ready,
+            Err(e) => {
                 write
                     .outbox
                     .push((q.at.partition, q.at.offset, failed(e.code, &e.message)?));
@@ -255,21 +257,12 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
             .collect();
         changed.insert(entity);
         if !alerts.is_empty() {
-            let json = serde_json::to_value(Decided::Alerts(alerts.clone()))
+            // `Decided::Alerts` is the array itself.
+            let json = serde_json::to_value(&alerts)
                 .map_err(|e| StoreError::Query(format!("alerts: {e}")))?;
             write.outbox.push((q.at.partition, q.at.offset, json));
         }
         verdicts.push(Verdict::Alerts(alerts));
-    }
-
-    // Claims: per partition, from the first new input to past the last.
-    let mut claims: HashMap<i32, (i64, i64)> = HashMap::new();
-    for q in batch.iter().filter(|q| is_new(q)) {
-        let claim = claims
-            .entry(q.at.partition)
-            .or_insert((q.at.offset, q.at.offset + 1));
-        claim.0 = claim.0.min(q.at.offset);
-        claim.1 = claim.1.max(q.at.offset + 1);
     }
     write.claims = claims.into_iter().map(|(p, (a, b))| (p, a, b)).collect();
     write.claims.sort_unstable();
@@ -286,8 +279,6 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
         ));
     }
 
-    let replayed: Vec<Position> = batch.iter().filter(|q| !is_new(q)).map(|q| q.at).collect();
-    let mut decided = RuleStore::replays(tx, &replayed).await?;
     Ok(batch
         .iter()
         .zip(verdicts)

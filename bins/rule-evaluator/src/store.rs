@@ -5,7 +5,7 @@
 //!
 //! Aggregates are evaluated in batches through group-commit lanes ([`pgstore::Lanes`],
 //! picked by `gold.data.ready` partition; see [`crate::batch`]): a batch reads its offsets,
-//! states and rules in three statements (and the outbox, for replays) and writes in one
+//! states and rules (and the outbox, for replays) and writes in one statement
 //! ([`RuleStore::put_batch`]); batches share transactions, and an aggregate's alerts wait
 //! for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions do not
 //! follow gold's) are written autocommit, and read by the lanes once committed.
@@ -246,6 +246,9 @@ impl RuleStore {
         tx: &Tx,
         entities: &[&EntityKey],
     ) -> Result<HashMap<EntityKey, Result<EntityState, StoreError>>, StoreError> {
+        if entities.is_empty() {
+            return Ok(HashMap::new());
+        }
         let orgs: Vec<i64> = entities.iter().map(|e| e.org_id).collect();
         let campaigns: Vec<&str> = entities.iter().map(|e| e.campaign_id.as_str()).collect();
         let line_items: Vec<&str> = entities
@@ -279,6 +282,9 @@ impl RuleStore {
         tx: &Tx,
         orgs: &[i64],
     ) -> Result<HashMap<i64, Result<Vec<StoredRule>, StoreError>>, StoreError> {
+        if orgs.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = tx.read(|s| &s.rules, &[&orgs]).await?;
         let mut out: HashMap<i64, Result<Vec<StoredRule>, StoreError>> = HashMap::new();
         for r in &rows {
