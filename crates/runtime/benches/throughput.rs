@@ -9,7 +9,8 @@
 //! `cargo bench -p runtime --bench throughput` (`make bench`); `BENCH_EVENTS` sets the count;
 //! `BENCH_REPORT=<file>` appends the figures as Markdown. `BENCH_ONLY=memory` (or `bare`,
 //! `redis`, comma-separated) runs only those loops; `BENCH_TRACING=text` logs as the stage
-//! binaries do.
+//! binaries do; `BENCH_IN_FLIGHT` and `BENCH_FETCH_KIB` set `--max-in-flight-per-partition`
+//! and `--fetch-buffer-kib`.
 //!
 //! Instructions per record, repeatable on a noisy machine: run the bench under callgrind with
 //! `BENCH_CALLGRIND=1`, which dumps the counts at the start and end of each loop (named after
@@ -43,6 +44,12 @@ async fn stage(b: &str, n: usize, codec: Arc<Codec>, dedupe: Dedupe) -> Duration
         .and_then(|v| v.parse().ok())
     {
         args.max_in_flight_per_partition = n;
+    }
+    if let Some(n) = std::env::var("BENCH_FETCH_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        args.fetch_buffer_kib = n;
     }
     let stage = RunningStage::start(Echo, args, codec, dedupe);
     let metrics = stage.metrics.clone();

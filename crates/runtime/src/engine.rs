@@ -26,7 +26,13 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{
+        mpsc::{
+            self,
+            error::{SendError, TrySendError},
+        },
+        oneshot,
+    },
     task::JoinSet,
 };
 use topics::Topic;
@@ -297,6 +303,16 @@ pub async fn run_stage<P: Processor>(
     // up by comparing names and indexing, without allocating or hashing.
     let mut workers: Vec<TopicWorkers> = Vec::new();
     let mut tasks = JoinSet::new();
+    // A partition whose worker's queue is full does not hold up the others: its records wait
+    // in `parked` (in order) until the queue has room again, and the loop goes on taking
+    // records for the other partitions. Parked records of all partitions together are capped
+    // at `--fetch-buffer-kib`; above it the loop waits for room before it takes more.
+    let mut room: futures::stream::FuturesUnordered<Room> =
+        futures::stream::FuturesUnordered::new();
+    let mut parked_bytes = 0usize;
+    let parked_cap = usize::try_from(args.fetch_buffer_kib.max(1))
+        .unwrap_or(usize::MAX)
+        .saturating_mul(1024);
     // A worker that panicked (its partition would stall for good) or a failed transaction:
     // the stage stops and exits with an error; its unfinished records are redelivered to the
     // restarted process.
@@ -335,6 +351,28 @@ pub async fn run_stage<P: Processor>(
                 committer = None;
                 break;
             }
+            Some((t, p, permit)) = futures::StreamExt::next(&mut room), if !room.is_empty() => {
+                let queue = workers[t].partitions[p].as_mut().expect("a parked partition has a queue");
+                match permit {
+                    Ok(permit) => {
+                        let released = queue.unpark(permit);
+                        parked_bytes -= released;
+                        if !queue.parked.is_empty() {
+                            room.push(room_in(t, p, &queue.tx));
+                        }
+                        continue;
+                    }
+                    // The worker ended: stopped by the breaker (the loop's top then pauses),
+                    // or the stage is failing.
+                    Err(_) => {
+                        parked_bytes -= queue.drop_parked();
+                        if health.breaker_open.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
                 match ended {
                     Err(e) if e.is_panic() => {
@@ -346,7 +384,7 @@ pub async fn run_stage<P: Processor>(
                     _ => continue,
                 }
             }
-            msg = consumer.recv() => msg,
+            msg = consumer.recv(), if parked_bytes < parked_cap => msg,
         };
         let msg = match msg {
             Ok(m) => m.detach(),
@@ -355,8 +393,8 @@ pub async fn run_stage<P: Processor>(
                 continue;
             }
         };
-        let w = match workers.iter().position(|w| w.topic == msg.topic()) {
-            Some(i) => &mut workers[i],
+        let t = match workers.iter().position(|w| w.topic == msg.topic()) {
+            Some(i) => i,
             None => {
                 let l = labels(group, msg.topic());
                 workers.push(TopicWorkers {
@@ -366,10 +404,10 @@ pub async fn run_stage<P: Processor>(
                     processed: metrics.processed.get_or_create(&l).clone(),
                     partitions: Vec::new(),
                 });
-                let last = workers.len() - 1;
-                &mut workers[last]
+                workers.len() - 1
             }
         };
+        let w = &mut workers[t];
         w.messages_in.inc();
         w.bytes_in
             .inc_by(msg.payload().map_or(0, |p| p.len()) as u64);
@@ -380,7 +418,7 @@ pub async fn run_stage<P: Processor>(
             w.partitions.resize_with(p + 1, || None);
         }
         let processed = &w.processed;
-        let tx = w.partitions[p].get_or_insert_with(|| {
+        let queue = w.partitions[p].get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(args.max_in_flight_per_partition.max(1));
             tasks.spawn(worker(
                 shared.clone(),
@@ -388,17 +426,29 @@ pub async fn run_stage<P: Processor>(
                 processed.clone(),
                 (msg.topic().to_owned(), msg.partition()),
             ));
-            tx
+            PartitionQueue {
+                tx,
+                parked: VecDeque::new(),
+            }
         });
-        // Backpressure: a full partition queue holds the loop until the worker catches up.
-        // A worker stopped by the breaker drops its queue: the loop's top then pauses.
-        if tx.send(msg).await.is_err() && !health.breaker_open.load(Ordering::Relaxed) {
-            break;
+        match queue.offer(msg) {
+            Offer::Taken => {}
+            Offer::Parked { bytes, first } => {
+                parked_bytes += bytes;
+                if first {
+                    room.push(room_in(t, p, &queue.tx));
+                }
+            }
+            // A worker stopped by the breaker drops its queue: the loop's top then pauses.
+            Offer::Closed if health.breaker_open.load(Ordering::Relaxed) => {}
+            Offer::Closed => break,
         }
     }
 
     tracing::info!("stopping: finishing in-flight records");
     health.running.store(false, Ordering::Relaxed);
+    // Parked records are not processed: like unfinished ones, they are redelivered.
+    drop(room);
     drop(workers);
     let grace = args.grace();
     let drained =
@@ -477,7 +527,102 @@ struct TopicWorkers {
     bytes_in: Counter,
     processed: Counter,
     /// The queue of each partition's worker, by partition.
-    partitions: Vec<Option<mpsc::Sender<OwnedMessage>>>,
+    partitions: Vec<Option<PartitionQueue>>,
+}
+
+/// A partition worker's queue, and the records it could not take yet.
+struct PartitionQueue {
+    tx: mpsc::Sender<OwnedMessage>,
+    /// Records that found the queue full, in order: later records of the partition wait
+    /// behind them.
+    parked: VecDeque<OwnedMessage>,
+}
+
+/// What became of a record offered to its partition's queue.
+enum Offer {
+    Taken,
+    /// Parked (`bytes` held now); `first` when nothing of the partition was parked before, so
+    /// the caller starts waiting for room.
+    Parked {
+        bytes: usize,
+        first: bool,
+    },
+    /// The worker ended.
+    Closed,
+}
+
+/// The bytes a parked record holds.
+fn held(msg: &OwnedMessage) -> usize {
+    msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len)
+}
+
+impl PartitionQueue {
+    /// Hand `msg` to the worker, or park it behind the records already waiting.
+    fn offer(&mut self, msg: OwnedMessage) -> Offer {
+        if !self.parked.is_empty() {
+            let bytes = held(&msg);
+            self.parked.push_back(msg);
+            return Offer::Parked {
+                bytes,
+                first: false,
+            };
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => Offer::Taken,
+            Err(TrySendError::Full(msg)) => {
+                let bytes = held(&msg);
+                self.parked.push_back(msg);
+                Offer::Parked { bytes, first: true }
+            }
+            Err(TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    /// The queue has room (`permit`): hand it the first parked record and as many after it as
+    /// fit; the bytes released.
+    fn unpark(&mut self, permit: mpsc::OwnedPermit<OwnedMessage>) -> usize {
+        let Some(first) = self.parked.pop_front() else {
+            return 0;
+        };
+        let mut released = held(&first);
+        permit.send(first);
+        while let Some(msg) = self.parked.pop_front() {
+            let bytes = held(&msg);
+            match self.tx.try_send(msg) {
+                Ok(()) => released += bytes,
+                Err(TrySendError::Full(msg) | TrySendError::Closed(msg)) => {
+                    self.parked.push_front(msg);
+                    break;
+                }
+            }
+        }
+        released
+    }
+
+    /// The worker ended: its parked records are redelivered later; the bytes released.
+    fn drop_parked(&mut self) -> usize {
+        self.parked.drain(..).map(|m| held(&m)).sum()
+    }
+}
+
+/// A partition queue's room for one more record: (topic index, partition, the permit, or
+/// an error once the worker ended).
+type Room = std::pin::Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    usize,
+                    usize,
+                    Result<mpsc::OwnedPermit<OwnedMessage>, SendError<()>>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// Wait for room in partition `p` of topic `t`'s queue.
+fn room_in(t: usize, p: usize, tx: &mpsc::Sender<OwnedMessage>) -> Room {
+    let tx = tx.clone();
+    Box::pin(async move { (t, p, tx.reserve_owned().await) })
 }
 
 /// A record whose outputs (or dead letter) are in flight; resolves once acknowledged.

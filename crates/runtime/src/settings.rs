@@ -35,13 +35,15 @@ pub struct RuntimeArgs {
     /// How long a processed event_id is remembered, in seconds.
     #[arg(long, env = "DEDUPE_TTL_SECS", default_value_t = 86_400)]
     pub dedupe_ttl_secs: u64,
-    /// Records buffered per partition before consumption pauses (backpressure).
+    /// Records queued per partition for its worker, and awaiting their acknowledgements, at
+    /// most (backpressure: a partition over it waits, the others go on).
     #[arg(long, env = "MAX_IN_FLIGHT_PER_PARTITION", default_value_t = 500)]
     pub max_in_flight_per_partition: usize,
     /// Kilobytes of records the consumer prefetches ahead of processing, over all partitions
-    /// (librdkafka's `queued.max.messages.kbytes`): with the per-partition queues, this caps
-    /// the stage's memory however large the backlog.
-    #[arg(long, env = "FETCH_BUFFER_KIB", default_value_t = 8192)]
+    /// (librdkafka's `queued.max.messages.kbytes`), and at most as much again held for
+    /// partitions whose queues are full: with the per-partition queues, this caps the stage's
+    /// memory however large the backlog. 8 MiB starved the runtime loop on a fast broker.
+    #[arg(long, env = "FETCH_BUFFER_KIB", default_value_t = 16_384)]
     pub fetch_buffer_kib: u64,
     /// Attempts for a retryable error before the record goes to the DLQ.
     #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 5)]
@@ -90,7 +92,7 @@ impl RuntimeArgs {
             redis_url: None,
             dedupe_ttl_secs: 86_400,
             max_in_flight_per_partition: 500,
-            fetch_buffer_kib: 8192,
+            fetch_buffer_kib: 16_384,
             retry_attempts: 3,
             retry_backoff_ms: 10,
             dlq_breaker_threshold: 0.5,
