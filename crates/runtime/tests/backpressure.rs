@@ -57,8 +57,11 @@ impl Processor for Gated {
     }
 }
 
+/// Records as `fill` takes them: (partition, key, value).
+type Records = Vec<(i32, String, Vec<u8>)>;
+
 /// `n` changes of `org`, keyed and partitioned as a stage would, and their event ids in order.
-fn changes(codec: &Codec, org: i64, n: usize) -> (Vec<(i32, String, Vec<u8>)>, Vec<Id>) {
+fn changes(codec: &Codec, org: i64, n: usize) -> (Records, Vec<Id>) {
     (0..n)
         .map(|i| {
             let e = config_change(org, &format!("backpressure/{org}/{i}"));
