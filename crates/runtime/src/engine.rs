@@ -551,9 +551,16 @@ enum Offer {
     Closed,
 }
 
-/// The bytes a parked record holds.
+/// The bytes a parked record holds: key, value, headers, and what holding them costs.
 fn held(msg: &OwnedMessage) -> usize {
-    msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len)
+    /// A parked record's own size, its headers' and topic's allocations, the queue's slot.
+    const OVERHEAD: usize = 256;
+    let headers = msg.headers().map_or(0, |h| {
+        h.iter()
+            .map(|h| 32 + h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum()
+    });
+    OVERHEAD + msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len) + headers
 }
 
 impl PartitionQueue {
