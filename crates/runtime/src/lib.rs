@@ -34,12 +34,6 @@ pub use processor::{
 };
 pub use settings::{KafkaSecurity, RegistryAuth, RuntimeArgs, Secret};
 
-/// Every binary that links the runtime (the stages, their tests and benchmarks) allocates
-/// through mimalloc: glibc's malloc took a quarter of a stage's CPU per record (`perf`), in
-/// small allocations freed on another thread.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// What [`inputs!`] expands to refers to.
 #[doc(hidden)]
 pub mod __private {
