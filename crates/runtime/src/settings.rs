@@ -40,7 +40,7 @@ pub struct RuntimeArgs {
     #[arg(long, env = "MAX_IN_FLIGHT_PER_PARTITION", default_value_t = 500)]
     pub max_in_flight_per_partition: usize,
     /// Kilobytes of records the consumer prefetches ahead of processing, over all partitions
-    /// (librdkafka's `queued.max.messages.kbytes`), and at most as much again held for
+    /// (librdkafka's `queued.max.messages.kbytes`), and a quarter as much again held for
     /// partitions whose queues are full: with the per-partition queues, this caps the stage's
     /// memory however large the backlog. 8 MiB starved the runtime loop on a fast broker.
     #[arg(long, env = "FETCH_BUFFER_KIB", default_value_t = 16_384)]
