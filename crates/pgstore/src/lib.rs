@@ -50,15 +50,16 @@ impl StoreError {
     }
 
     /// The code a stored error code stands for, when it is one of these (a failure kept
-    /// for replays is read back as text).
+    /// for replays is read back as text). The codes are [`StoreError::code`]'s.
     pub fn known_code(code: &str) -> Option<&'static str> {
         [
-            "STORE_UNAVAILABLE",
-            "STORE_MIGRATION",
-            "STORE_QUERY",
-            "STORE_CORRUPT",
+            StoreError::Unavailable(String::new()),
+            StoreError::Migration(String::new()),
+            StoreError::Query(String::new()),
+            StoreError::Corrupt(String::new()),
         ]
-        .into_iter()
+        .iter()
+        .map(StoreError::code)
         .find(|c| *c == code)
     }
 
@@ -186,5 +187,24 @@ impl<S: Prepared> Pool<S> {
         let live = Arc::new(Live { client, stmts });
         *slot = Some(live.clone());
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn known_codes_are_the_codes_of_the_errors_and_nothing_else() {
+        for e in [
+            StoreError::Unavailable("x".into()),
+            StoreError::Migration("x".into()),
+            StoreError::Query("x".into()),
+            StoreError::Corrupt("x".into()),
+        ] {
+            assert_eq!(StoreError::known_code(e.code()), Some(e.code()));
+        }
+        assert_eq!(StoreError::known_code("RULES_FAILED"), None);
+        assert_eq!(StoreError::known_code("store_query"), None);
     }
 }
