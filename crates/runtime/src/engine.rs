@@ -540,9 +540,9 @@ const PARKED_SHARE: usize = 4;
 /// A partition worker's queue, and the records it could not take yet.
 struct PartitionQueue {
     tx: mpsc::Sender<OwnedMessage>,
-    /// Records that found the queue full, in order: later records of the partition wait
-    /// behind them.
-    parked: VecDeque<OwnedMessage>,
+    /// Records that found the queue full, in order, each with the bytes it was counted as
+    /// holding ([`held`]): later records of the partition wait behind them.
+    parked: VecDeque<(OwnedMessage, usize)>,
 }
 
 /// What became of a record offered to its partition's queue.
@@ -575,7 +575,7 @@ impl PartitionQueue {
     fn offer(&mut self, msg: OwnedMessage) -> Offer {
         if !self.parked.is_empty() {
             let bytes = held(&msg);
-            self.parked.push_back(msg);
+            self.parked.push_back((msg, bytes));
             return Offer::Parked {
                 bytes,
                 first: false,
@@ -585,7 +585,7 @@ impl PartitionQueue {
             Ok(()) => Offer::Taken,
             Err(TrySendError::Full(msg)) => {
                 let bytes = held(&msg);
-                self.parked.push_back(msg);
+                self.parked.push_back((msg, bytes));
                 Offer::Parked { bytes, first: true }
             }
             Err(TrySendError::Closed(_)) => Offer::Closed,
@@ -595,17 +595,15 @@ impl PartitionQueue {
     /// The queue has room (`permit`): hand it the first parked record and as many after it as
     /// fit; the bytes released.
     fn unpark(&mut self, permit: mpsc::OwnedPermit<OwnedMessage>) -> usize {
-        let Some(first) = self.parked.pop_front() else {
+        let Some((first, mut released)) = self.parked.pop_front() else {
             return 0;
         };
-        let mut released = held(&first);
         permit.send(first);
-        while let Some(msg) = self.parked.pop_front() {
-            let bytes = held(&msg);
+        while let Some((msg, bytes)) = self.parked.pop_front() {
             match self.tx.try_send(msg) {
                 Ok(()) => released += bytes,
                 Err(TrySendError::Full(msg) | TrySendError::Closed(msg)) => {
-                    self.parked.push_front(msg);
+                    self.parked.push_front((msg, bytes));
                     break;
                 }
             }
@@ -615,7 +613,7 @@ impl PartitionQueue {
 
     /// The worker ended: its parked records are redelivered later; the bytes released.
     fn drop_parked(&mut self) -> usize {
-        self.parked.drain(..).map(|m| held(&m)).sum()
+        self.parked.drain(..).map(|(_, bytes)| bytes).sum()
     }
 }
 
