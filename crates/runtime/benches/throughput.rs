@@ -39,16 +39,10 @@ use topics::{PartitionKey, partition_for};
 
 async fn stage(b: &str, n: usize, codec: Arc<Codec>, dedupe: Dedupe) -> Duration {
     let mut args = RuntimeArgs::for_tests(b);
-    if let Some(n) = std::env::var("BENCH_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(n) = env_number("BENCH_IN_FLIGHT") {
         args.max_in_flight_per_partition = n;
     }
-    if let Some(n) = std::env::var("BENCH_FETCH_KIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(n) = env_number("BENCH_FETCH_KIB") {
         args.fetch_buffer_kib = n;
     }
     let stage = RunningStage::start(Echo, args, codec, dedupe);
@@ -81,6 +75,11 @@ fn records(codec: &Codec, n: usize, tag: &str) -> Vec<(i32, String, Vec<u8>)> {
         .collect()
 }
 
+/// The number environment variable `name` holds, if set and a number.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 /// Whether `BENCH_ONLY` (unset: every loop) includes `what`.
 fn runs(what: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o.trim() == what))
@@ -103,10 +102,7 @@ fn main() {
     if let Ok(format) = std::env::var("BENCH_TRACING") {
         runtime::init_tracing(&format);
     }
-    let n: usize = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n: usize = env_number("BENCH_EVENTS").unwrap_or(100_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
