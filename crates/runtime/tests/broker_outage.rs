@@ -20,10 +20,7 @@ use std::{
 };
 
 use envelope::{Codec, Event, Id, payload::audit::AuditEvent};
-use rdkafka::{
-    Message as _,
-    producer::{FutureProducer, FutureRecord},
-};
+use rdkafka::{Message as _, producer::FutureProducer};
 use runtime::{
     Processor as _, RuntimeArgs,
     dedupe::Dedupe,
@@ -31,7 +28,8 @@ use runtime::{
     testing::{Echo, RunningStage, config_change},
 };
 use testkit::{
-    MockBroker, client_config, committed_offsets, end_offsets, read_records, wait_until,
+    MockBroker, Paced, Sent, client_config, committed_offsets, end_offsets, produce_paced,
+    read_records, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
 
@@ -45,63 +43,19 @@ const OUTAGE: Duration = Duration::from_secs(8);
 /// Inputs produced after the brokers are back, before the producer stops.
 const AFTER: usize = 200;
 
-/// One input's send: its event id, when it was handed to the producer and when (and
-/// whether) the broker acknowledged it.
-struct Sent {
-    id: Id,
-    queued: Instant,
-    acked: Instant,
-    result: Result<(), String>,
-}
-
-/// Produce config changes one every [`PACE`] until `stop`, without waiting for
-/// acknowledgements (sends queue up in librdkafka while the brokers are down), counting them
-/// in `queued`; then wait for every acknowledgement.
-async fn produce_paced(
-    producer: FutureProducer,
-    codec: Arc<Codec>,
-    queued: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-) -> Vec<Sent> {
+/// Config changes, one every [`PACE`], as the stream the producer sends.
+fn paced_config_changes(codec: Arc<Codec>) -> impl FnMut(usize) -> (Id, Paced) {
     let partitions = Topic::ConfigChanges.spec().partitions;
-    let mut tick = tokio::time::interval(PACE);
-    let mut deliveries = Vec::new();
-    let mut i = 0usize;
-    while !stop.load(Ordering::SeqCst) {
-        tick.tick().await;
+    move |i| {
         let e = config_change((i % 9 + 1) as i64, &format!("k/{i}"));
-        i += 1;
-        let value = codec.encode(&e).expect("encode");
-        let key = e.record_key();
-        let record = FutureRecord::to(Topic::ConfigChanges.name())
-            .partition(partition_for(
-                PartitionKey::Org(e.metadata.org_id),
-                partitions,
-            ))
-            .key(&key)
-            .payload(&value);
-        let at = Instant::now();
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(e, _)| e)
-            .expect("the producer queues the record");
-        queued.fetch_add(1, Ordering::SeqCst);
-        let id = e.metadata.event_id;
-        deliveries.push(async move {
-            let result = match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("the delivery was cancelled".to_owned()),
-            };
-            Sent {
-                id,
-                queued: at,
-                acked: Instant::now(),
-                result,
-            }
-        });
+        let record = Paced {
+            topic: Topic::ConfigChanges.name().to_owned(),
+            partition: partition_for(PartitionKey::Org(e.metadata.org_id), partitions),
+            key: e.record_key(),
+            value: codec.encode(&e).expect("encode"),
+        };
+        (e.metadata.event_id, record)
     }
-    futures::future::join_all(deliveries).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,9 +89,10 @@ async fn a_broker_outage_mid_stream_loses_nothing_doubles_nothing_and_the_stage_
     let stop = Arc::new(AtomicBool::new(false));
     let producing = tokio::spawn(produce_paced(
         producer,
-        codec.clone(),
+        PACE,
         queued.clone(),
         stop.clone(),
+        paced_config_changes(codec.clone()),
     ));
 
     wait_until(
@@ -203,7 +158,7 @@ async fn a_broker_outage_mid_stream_loses_nothing_doubles_nothing_and_the_stage_
     let ids: BTreeSet<Id> = sent.iter().map(|s| s.id).collect();
     assert_eq!(ids.len(), n);
     let before = sent.iter().filter(|s| s.queued < down_at).count();
-    let during: Vec<&Sent> = sent
+    let during: Vec<&Sent<Id>> = sent
         .iter()
         .filter(|s| s.queued >= down_at && s.queued < up_at)
         .collect();

@@ -187,7 +187,18 @@ pub fn read_records(
     n: usize,
     within: Duration,
 ) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
-    let consumer: BaseConsumer = client_config(bootstrap)
+    read_records_with(client_config(bootstrap), topic, n, within)
+}
+
+/// [`read_records`] with a client config of the caller's (e.g. one that logs in); an error
+/// the consumer reports (a refused login) is returned.
+pub fn read_records_with(
+    mut config: ClientConfig,
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    let consumer: BaseConsumer = config
         .set(
             "group.id",
             format!("reader-{}-{:016x}", std::process::id(), crate::unique()),

@@ -12,6 +12,7 @@ mod cut;
 mod kafka;
 mod metrics;
 mod mock;
+mod paced;
 pub mod pg;
 mod process;
 mod smtp;
@@ -20,10 +21,12 @@ pub use broker::{Broker, Storage, free_port, repo_root};
 pub use cut::CutProxy;
 pub use kafka::{
     TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics, create_topics,
-    end_offsets, header, produce_in_order, read_records, rewind_group, wait_until,
+    end_offsets, header, produce_in_order, read_records, read_records_with, rewind_group,
+    wait_until,
 };
 pub use metrics::{counter_total, counter_with_labels, samples};
 pub use mock::MockBroker;
+pub use paced::{Paced, Sent, produce_paced};
 pub use process::StageProcess;
 pub use smtp::{SmtpMessage, SmtpSink};
 
