@@ -14,8 +14,7 @@ use std::{
 use envelope::{Codec, Event, Payload};
 use rdkafka::{Message, producer::FutureProducer};
 use testkit::{
-    Broker, StageProcess, client_config, counter_total, create_stage_topics, pg::TestSchema,
-    read_records,
+    Broker, StageProcess, counter_total, create_stage_topics, pg::TestSchema, read_records,
 };
 use topics::{Topic, partition_for};
 
@@ -51,13 +50,17 @@ impl TestBed {
     /// Start a bed with `topics` created and their schemas registered; `name` prefixes the
     /// PostgreSQL schema.
     pub async fn start(name: &str, topics: &[Topic]) -> anyhow::Result<TestBed> {
-        let broker = Broker::start_memory()?;
+        TestBed::start_on(Broker::start_memory()?, name, topics).await
+    }
+
+    /// [`TestBed::start`] on a broker of the test's own (e.g. a durable one it restarts).
+    pub async fn start_on(broker: Broker, name: &str, topics: &[Topic]) -> anyhow::Result<TestBed> {
         let bootstrap = broker.bootstrap();
         create_stage_topics(&bootstrap, topics).await?;
         let dir = tempfile::tempdir()?;
         let registry = schema_registry::spawn_local(dir.path()).await?;
         let codec = runtime::codec(Some(&registry), topics).await?;
-        let producer: FutureProducer = client_config(&bootstrap).set("acks", "all").create()?;
+        let producer: FutureProducer = broker.client_config().set("acks", "all").create()?;
         let schema = TestSchema::create(name).await?;
         Ok(TestBed {
             broker,

@@ -1,4 +1,5 @@
-//! A Tansu broker process for one test: free port, private log file, killed on drop.
+//! A Tansu broker process for one test: free port, private log file, killed on drop; with
+//! the durable build, restartable with its records and SCRAM users.
 
 use std::{
     fs::File,
@@ -41,6 +42,9 @@ pub struct Broker {
     child: Option<Child>,
     port: u16,
     storage: Storage,
+    /// Once [`Broker::require_login`] ran: the SCRAM-SHA-512 user and password clients (and
+    /// the readiness check) log in with.
+    login: Option<(String, String)>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -69,6 +73,7 @@ impl Broker {
             child: None,
             port: free_port()?,
             storage,
+            login: None,
             log,
             _dir: dir,
         };
@@ -103,10 +108,15 @@ impl Broker {
             .append(true)
             .open(&self.log)
             .context("broker log")?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &engine])
+            .args(["--storage-engine", &engine]);
+        if self.login.is_some() {
+            command.arg("--authentication");
+        }
+        let child = command
             // Relative storage paths (sqlite://tansu.db) land in the broker's own directory.
             .current_dir(self._dir.path())
             .stdin(Stdio::null())
@@ -120,8 +130,8 @@ impl Broker {
 
     fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let consumer: BaseConsumer = self
+            .client_config()
             .set("log_level", "0")
             .create()
             .context("metadata client")?;
@@ -155,6 +165,49 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// [`crate::client_config`] for this broker, logged in when it requires a login.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = crate::client_config(&self.bootstrap());
+        if let Some((user, password)) = &self.login {
+            config
+                .set("security.protocol", "sasl_plaintext")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
+        config
+    }
+
+    /// Create a SCRAM-SHA-512 user with Tansu's own client (`tansu user create`). Only the
+    /// durable build keeps it across a restart, and only a broker that does not yet require a
+    /// login accepts it: create users first, then [`Broker::require_login`].
+    pub fn create_user(&self, name: &str, password: &str) -> anyhow::Result<()> {
+        let binary = self.binary()?;
+        let out = Command::new(&binary)
+            .args(["user", "create", name, password, "--mechanism", "scram512"])
+            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run {} user create", binary.display()))?;
+        if !out.status.success() {
+            bail!(
+                "tansu user create {name} exited with {}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Restart requiring a SASL login (`--authentication`); `user` and `password` are what
+    /// [`Broker::client_config`] and the readiness check log in with from now on.
+    pub fn require_login(&mut self, user: &str, password: &str) -> anyhow::Result<()> {
+        self.kill();
+        self.login = Some((user.to_owned(), password.to_owned()));
+        self.spawn()
+    }
+
     /// The last lines of the broker's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -172,7 +225,14 @@ impl Broker {
 
     /// Kill and start again on the same port (a durable broker keeps its records).
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_after(Duration::ZERO)
+    }
+
+    /// Kill, stay down for `down` (an outage of that length: clients see refused
+    /// connections), then start again on the same port.
+    pub fn restart_after(&mut self, down: Duration) -> anyhow::Result<()> {
         self.kill();
+        std::thread::sleep(down);
         self.spawn()
     }
 }

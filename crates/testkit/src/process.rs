@@ -83,6 +83,38 @@ impl StageProcess {
         }
     }
 
+    /// Wait up to `within` for it to exit on its own; `None` if it still runs.
+    pub async fn wait_exit(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if self.child.is_none() || std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM it (as Kubernetes stops a pod) and wait up to `within` for it to exit.
+    pub async fn terminate(
+        &mut self,
+        within: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.pid().ok_or_else(|| anyhow::anyhow!("not running"))?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        self.wait_exit(within)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("still running {within:?} after SIGTERM"))
+    }
+
     /// Whether it has exited (and how), without waiting.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
