@@ -22,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use rdkafka::{
     ClientConfig, Message, Offset,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::{KafkaError, RDKafkaErrorCode},
     message::{Header, Headers, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
 };
@@ -66,6 +67,9 @@ pub struct Health {
     pub breaker_open: AtomicBool,
     /// The loop is running.
     pub running: AtomicBool,
+    /// Set once the broker refused the consumer's login (SASL): the stage stops, because no
+    /// retry can fix wrong credentials.
+    login_refused: tokio::sync::Notify,
 }
 
 impl Health {
@@ -81,7 +85,16 @@ pub(crate) struct Ctx {
     health: Arc<Health>,
 }
 
-impl rdkafka::ClientContext for Ctx {}
+impl rdkafka::ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            tracing::error!(target: "librdkafka", error = %error, reason, "the broker refused the login");
+            self.health.login_refused.notify_one();
+        } else {
+            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -336,6 +349,10 @@ pub async fn run_stage<P: Processor>(
         }
         let msg = tokio::select! {
             () = shutdown.as_mut() => break,
+            () = health.login_refused.notified() => {
+                crashed = Some(refused_login(&args.kafka));
+                break;
+            }
             ended = async {
                 match committer.as_mut() {
                     Some(task) => task.await,
@@ -389,6 +406,11 @@ pub async fn run_stage<P: Processor>(
         };
         let msg = match msg {
             Ok(m) => m.detach(),
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) => {
+                tracing::error!(error = %e, "the broker refused the login");
+                crashed = Some(refused_login(&args.kafka));
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 continue;
@@ -510,6 +532,18 @@ pub async fn run_stage<P: Processor>(
     }
     tracing::info!("stage stopped");
     Ok(())
+}
+
+/// Why a stage stops when the broker refused its login: who tried to log in, how, and what
+/// to check (never the password).
+fn refused_login(kafka: &KafkaSecurity) -> String {
+    let user = kafka.kafka_sasl_username.as_deref().unwrap_or("(no user)");
+    format!(
+        "the Kafka broker refused the login of {user} ({} over {}); check KAFKA_SASL_USERNAME \
+         and KAFKA_SASL_PASSWORD (the KafkaUser and its secret)",
+        kafka.kafka_sasl_mechanism.as_str(),
+        kafka.kafka_security_protocol.as_str(),
+    )
 }
 
 /// The message of a panic payload (`panic!` with a literal or a formatted string).
@@ -1280,7 +1314,7 @@ async fn produce_all<P: Processor>(
 ) -> bool {
     let mut pending: Vec<OutRecord> = records;
     let mut attempt = 0;
-    let refused = |r: &OutRecord, e: &rdkafka::error::KafkaError| {
+    let refused = |r: &OutRecord, e: &KafkaError| {
         tracing::warn!(error = %e, topic = r.topic, "produce failed; retrying");
     };
     while !pending.is_empty() {
