@@ -29,9 +29,9 @@ schema-gate: ## schemas/ must stay FULL_TRANSITIVE compatible with every committ
 test-prereqs: ## install what the tests start (Tansu broker, Python registry client) into .local/
 	@scripts/test-prereqs.sh
 
-test-durable: ## a durable broker keeps records across SIGKILL + restart (builds Tansu, ~10 min)
+test-durable: ## on a durable broker: records and a running stage survive SIGKILL + restart; SCRAM logins (builds Tansu, ~12 min; CI runs it)
 	@scripts/install-tansu.sh --durable
-	$(CARGO) test -p testkit --test durable_broker -- --ignored
+	$(CARGO) test -p testkit -p silver --test durable_broker -- --ignored --nocapture
 
 test-chaos: test-prereqs ## SIGKILL random stages of a seeded run; its end state must equal a calm run's (~2 min)
 	$(CARGO) build --bin connector --bin bronze --bin silver --bin gold --bin rule-evaluator --bin audit-writer

@@ -2,19 +2,19 @@
 //! scored rows out (quarantined rows also audited), and on SIGTERM it finishes, commits and
 //! exits 0.
 
+mod common;
+
 use std::{
-    collections::BTreeMap,
     process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use common::row;
 use envelope::{
-    Codec, Date, Event, Id, RegistryClient, Source, Timestamp,
+    Codec, Event, RegistryClient, Source,
     payload::{
         audit::AuditEvent,
-        bronze::{CleanedRow, IngestionMetadata},
-        common::{DspType, EntityType, RowKind},
         etl::{Execution, RunStatus},
         silver::{ProcessedRow, QualityVerdict},
     },
@@ -25,45 +25,6 @@ use rdkafka::{
 };
 use testkit::{Broker, client_config, committed_offsets, create_topics, end_offsets, read_records};
 use topics::{PartitionKey, Topic, partition_for};
-
-fn row(i: usize, date: &str) -> CleanedRow {
-    CleanedRow {
-        request_id: format!("req-{i}"),
-        dsp_type: DspType::Meta,
-        row_kind: RowKind::Delivery,
-        report_date: Date::ymd(2024, 12, 26).expect("date"),
-        row_index: i as i32,
-        date: Some(date.into()),
-        advertiser_id: Some("act_1".into()),
-        campaign_id: Some(format!(" c{} ", i % 5)),
-        campaign_name: Some("Winter".into()),
-        entity_type: EntityType::AdGroup,
-        entity_id: Some(format!("adset-{i}")),
-        entity_name: None,
-        impressions: Some("1,000".into()),
-        clicks: Some("10".into()),
-        conversions: Some("1".into()),
-        spend: Some("12.345".into()),
-        revenue: None,
-        currency: Some("usd".into()),
-        status: Some("ACTIVE".into()),
-        booked_impressions: None,
-        booked_budget: None,
-        booking_revenue: None,
-        flight_start: None,
-        flight_end: None,
-        extra: BTreeMap::new(),
-        ingestion: IngestionMetadata {
-            ingested_at: Timestamp::from_millis(1_735_257_600_000).expect("ts"), // 2024-12-27
-            raw_event_id: Id::new(),
-            parser: "meta/1".into(),
-            missing_fields: vec![],
-            complete: true,
-            report_age_days: 1,
-            fresh: true,
-        },
-    }
-}
 
 /// The stage process, killed if the test ends early.
 struct KillOnDrop(std::process::Child);
