@@ -592,6 +592,9 @@ enum Offer {
     Closed,
 }
 
+/// Parked slots a partition keeps allocated once its parked records are gone.
+const PARKED_KEPT: usize = 64;
+
 /// The bytes a parked record holds: key, value, headers, and what holding them costs.
 fn held(msg: &OwnedMessage) -> usize {
     /// A parked record's own size, its headers' and topic's allocations, the queue's slot.
@@ -641,6 +644,11 @@ impl PartitionQueue {
                     break;
                 }
             }
+        }
+        // A burst parked here is over: give its room back (a queue never shrinks on its own,
+        // and every partition that parked a burst would otherwise keep its largest one).
+        if self.parked.is_empty() && self.parked.capacity() > PARKED_KEPT {
+            self.parked = VecDeque::new();
         }
         released
     }
