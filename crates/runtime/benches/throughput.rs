@@ -9,8 +9,8 @@
 //! `cargo bench -p runtime --bench throughput` (`make bench`); `BENCH_EVENTS` sets the count;
 //! `BENCH_REPORT=<file>` appends the figures as Markdown. `BENCH_ONLY=memory` (or `bare`,
 //! `redis`, comma-separated) runs only those loops; `BENCH_TRACING=text` logs as the stage
-//! binaries do; `BENCH_IN_FLIGHT` and `BENCH_FETCH_KIB` set `--max-in-flight-per-partition`
-//! and `--fetch-buffer-kib`.
+//! binaries do; `BENCH_IN_FLIGHT`, `BENCH_FETCH_KIB` and `BENCH_FETCH_RECORDS` set
+//! `--max-in-flight-per-partition`, `--fetch-buffer-kib` and `--fetch-buffer-records`.
 //!
 //! Instructions per record, repeatable on a noisy machine: run the bench under callgrind with
 //! `BENCH_CALLGRIND=1`, which dumps the counts at the start and end of each loop (named after
@@ -44,6 +44,9 @@ async fn stage(b: &str, n: usize, codec: Arc<Codec>, dedupe: Dedupe) -> Duration
     }
     if let Some(n) = env_number("BENCH_FETCH_KIB") {
         args.fetch_buffer_kib = n;
+    }
+    if let Some(n) = env_number("BENCH_FETCH_RECORDS") {
+        args.fetch_buffer_records = Some(n);
     }
     let stage = RunningStage::start(Echo, args, codec, dedupe);
     let metrics = stage.metrics.clone();

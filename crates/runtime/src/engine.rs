@@ -246,6 +246,13 @@ pub async fn run_stage<P: Processor>(
         "queued.max.messages.kbytes",
         args.fetch_buffer_kib.max(1).to_string(),
     );
+    cc.set(
+        "queued.min.messages",
+        args.fetch_buffer_records
+            .unwrap_or(P::PREFETCH_RECORDS)
+            .max(1)
+            .to_string(),
+    );
     cc.set("group.id", group)
         // Transactional mode commits offsets inside its transactions.
         .set("enable.auto.commit", (!args.transactional).to_string())

@@ -218,6 +218,13 @@ pub trait Processor: Send + Sync + 'static {
     /// round trips to the dedupe store.
     const DEDUPE: bool = true;
 
+    /// Records the consumer prefetches at most unless `--fetch-buffer-records` says
+    /// otherwise (librdkafka's `queued.min.messages`; its default). A slow stage with small
+    /// records lowers it: librdkafka keeps ~175 bytes of bookkeeping per prefetched record,
+    /// which for 150-byte records doubles what `--fetch-buffer-kib` allows, while a fast
+    /// stage needs a deep prefetch to keep the broker busy.
+    const PREFETCH_RECORDS: u64 = 100_000;
+
     /// Topics the stage produces (their schemas are registered at start).
     fn outputs() -> Vec<Topic>;
 

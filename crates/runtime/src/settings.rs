@@ -45,6 +45,12 @@ pub struct RuntimeArgs {
     /// memory however large the backlog. 8 MiB starved the runtime loop on a fast broker.
     #[arg(long, env = "FETCH_BUFFER_KIB", default_value_t = 16_384)]
     pub fetch_buffer_kib: u64,
+    /// Records the consumer prefetches at most, besides `--fetch-buffer-kib` (librdkafka's
+    /// `queued.min.messages`). Unset: the stage's own figure — 100,000 (librdkafka's
+    /// default), 30,000 for the rule evaluator, whose 150-byte records would otherwise cost
+    /// more in librdkafka's bookkeeping (~175 bytes each) than in bytes.
+    #[arg(long, env = "FETCH_BUFFER_RECORDS")]
+    pub fetch_buffer_records: Option<u64>,
     /// Attempts for a retryable error before the record goes to the DLQ.
     #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 5)]
     pub retry_attempts: u32,
@@ -93,6 +99,7 @@ impl RuntimeArgs {
             dedupe_ttl_secs: 86_400,
             max_in_flight_per_partition: 500,
             fetch_buffer_kib: 16_384,
+            fetch_buffer_records: None,
             retry_attempts: 3,
             retry_backoff_ms: 10,
             dlq_breaker_threshold: 0.5,
