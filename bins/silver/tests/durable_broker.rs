@@ -7,10 +7,6 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -19,8 +15,8 @@ use rdkafka::{Message as _, producer::FutureProducer};
 use runtime::metrics::{DEAD_LETTERED, DEDUPLICATED, MESSAGES_IN, PROCESSED};
 use testbed::TestBed;
 use testkit::{
-    Broker, Paced, Sent, StageProcess, Storage, client_config, committed_offsets, counter_total,
-    produce_paced, read_records, read_records_with, wait_until,
+    Broker, Paced, PacedStream, Sent, StageProcess, Storage, client_config, committed_offsets,
+    counter_total, read_records, read_records_with, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
 
@@ -108,28 +104,18 @@ async fn silver_rides_out_a_broker_kill_and_restart_mid_stream() {
         .set("message.timeout.ms", "120000")
         .create()
         .expect("producer");
-    let (queued, stop) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
     let codec = bed.codec.clone();
     let partitions = Topic::BronzeDataCleaned.spec().partitions;
-    let producing = tokio::spawn(produce_paced(
-        producer,
-        PACE,
-        queued.clone(),
-        stop.clone(),
-        move |i| {
-            let e = common::cleaned(i);
-            let record = Paced {
-                topic: Topic::BronzeDataCleaned.name().to_owned(),
-                partition: partition_for(PartitionKey::Org(e.metadata.org_id), partitions),
-                key: e.record_key(),
-                value: codec.encode(&e).expect("encode"),
-            };
-            (e.metadata.event_id, record)
-        },
-    ));
+    let stream = PacedStream::start(producer, PACE, move |i| {
+        let e = common::cleaned(i);
+        let record = Paced {
+            topic: Topic::BronzeDataCleaned.name().to_owned(),
+            partition: partition_for(PartitionKey::Org(e.metadata.org_id), partitions),
+            key: e.record_key(),
+            value: codec.encode(&e).expect("encode"),
+        };
+        (e.metadata.event_id, record)
+    });
 
     wait_until(
         Duration::from_secs(60),
@@ -138,39 +124,21 @@ async fn silver_rides_out_a_broker_kill_and_restart_mid_stream() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}:\n{}", silver.log()));
-    assert!(!producing.is_finished(), "the broker goes down mid-stream");
+    assert!(!stream.is_finished(), "the broker goes down mid-stream");
 
     // The fault: SIGKILL, down for OUTAGE, started again on the same port and storage.
     let down_at = Instant::now();
     tokio::task::block_in_place(|| bed.broker.restart_after(OUTAGE)).expect("the broker restarts");
     let up_at = Instant::now();
-    let at_up = queued.load(Ordering::SeqCst);
     assert!(
         silver.exited().is_none(),
         "silver keeps running while the broker is down:\n{}",
         silver.log()
     );
 
-    wait_until(
-        Duration::from_secs(60),
-        "inputs produced after the restart",
-        || {
-            let n = queued.load(Ordering::SeqCst);
-            async move { n >= at_up + AFTER }
-        },
-    )
-    .await
-    .expect("the producer goes on");
-    stop.store(true, Ordering::SeqCst);
-    let sent: Vec<Sent<Id>> = tokio::time::timeout(Duration::from_secs(150), producing)
-        .await
-        .expect("every send resolves")
-        .expect("the producer task");
-    let failed: Vec<&String> = sent
-        .iter()
-        .filter_map(|s| s.result.as_ref().err())
-        .collect();
-    assert!(failed.is_empty(), "every input acknowledged: {failed:?}");
+    let sent = stream
+        .finish_after(AFTER, Duration::from_secs(60), Duration::from_secs(150))
+        .await;
     let during: Vec<&Sent<Id>> = sent
         .iter()
         .filter(|s| s.queued >= down_at && s.queued < up_at)

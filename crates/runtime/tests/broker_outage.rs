@@ -12,10 +12,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,7 +25,7 @@ use runtime::{
     testing::{Echo, RunningStage, config_change},
 };
 use testkit::{
-    MockBroker, Paced, Sent, client_config, committed_offsets, end_offsets, produce_paced,
+    MockBroker, Paced, PacedStream, Sent, client_config, committed_offsets, end_offsets,
     read_records, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
@@ -85,15 +82,7 @@ async fn a_broker_outage_mid_stream_loses_nothing_doubles_nothing_and_the_stage_
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
-    let queued = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let producing = tokio::spawn(produce_paced(
-        producer,
-        PACE,
-        queued.clone(),
-        stop.clone(),
-        paced_config_changes(codec.clone()),
-    ));
+    let stream = PacedStream::start(producer, PACE, paced_config_changes(codec.clone()));
 
     wait_until(
         Duration::from_secs(30),
@@ -105,21 +94,20 @@ async fn a_broker_outage_mid_stream_loses_nothing_doubles_nothing_and_the_stage_
     )
     .await
     .expect("before the outage");
-    assert!(!producing.is_finished(), "the brokers go down mid-stream");
+    assert!(!stream.is_finished(), "the brokers go down mid-stream");
 
     mock.cluster().broker_down(-1).expect("every broker down");
     let down_at = Instant::now();
-    let at_down = (m.total(PROCESSED), queued.load(Ordering::SeqCst));
+    let at_down = (m.total(PROCESSED), stream.queued());
     // Writes acknowledged just before the cut finish; nothing is acknowledged after that.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = m.total(PROCESSED);
     // The outage itself: a fault of fixed length, not a wait for a condition.
     tokio::time::sleep(OUTAGE.saturating_sub(down_at.elapsed())).await;
     let before_up = m.total(PROCESSED);
-    let (stage_ran, producer_ran) = (!stage.task.is_finished(), !producing.is_finished());
+    let (stage_ran, producer_ran) = (!stage.task.is_finished(), !stream.is_finished());
     mock.cluster().broker_up(-1).expect("every broker up");
     let up_at = Instant::now();
-    let at_up = queued.load(Ordering::SeqCst);
     assert!(
         stage_ran,
         "the stage keeps running while the brokers are down"
@@ -134,26 +122,9 @@ async fn a_broker_outage_mid_stream_loses_nothing_doubles_nothing_and_the_stage_
     );
 
     // After: more inputs, then the producer stops and every send is acknowledged.
-    wait_until(
-        Duration::from_secs(20),
-        "inputs produced after the outage",
-        || {
-            let n = queued.load(Ordering::SeqCst);
-            async move { n >= at_up + AFTER }
-        },
-    )
-    .await
-    .expect("the producer goes on");
-    stop.store(true, Ordering::SeqCst);
-    let sent = tokio::time::timeout(Duration::from_secs(60), producing)
-        .await
-        .expect("every send resolves")
-        .expect("the producer task");
-    let failed: Vec<&String> = sent
-        .iter()
-        .filter_map(|s| s.result.as_ref().err())
-        .collect();
-    assert!(failed.is_empty(), "every input acknowledged: {failed:?}");
+    let sent = stream
+        .finish_after(AFTER, Duration::from_secs(20), Duration::from_secs(60))
+        .await;
     let n = sent.len();
     let ids: BTreeSet<Id> = sent.iter().map(|s| s.id).collect();
     assert_eq!(ids.len(), n);

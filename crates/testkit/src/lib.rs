@@ -26,7 +26,7 @@ pub use kafka::{
 };
 pub use metrics::{counter_total, counter_with_labels, samples};
 pub use mock::MockBroker;
-pub use paced::{Paced, Sent, produce_paced};
+pub use paced::{Paced, PacedStream, Sent};
 pub use process::StageProcess;
 pub use smtp::{SmtpMessage, SmtpSink};
 

@@ -40,9 +40,79 @@ pub struct Sent<T> {
     pub result: Result<(), String>,
 }
 
+/// A running [`produce_paced`] stream: how many sends it queued, and a way to finish it.
+#[derive(Debug)]
+pub struct PacedStream<T> {
+    queued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Sent<T>>>,
+}
+
+impl<T: Send + 'static> PacedStream<T> {
+    /// Start sending `next(i)` every `pace` with `producer`.
+    pub fn start(
+        producer: FutureProducer,
+        pace: Duration,
+        next: impl FnMut(usize) -> (T, Paced) + Send + 'static,
+    ) -> PacedStream<T> {
+        let (queued, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::spawn(produce_paced(
+            producer,
+            pace,
+            queued.clone(),
+            stop.clone(),
+            next,
+        ));
+        PacedStream { queued, stop, task }
+    }
+
+    /// Sends queued so far.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Whether the stream ended (it only does when stopped, or when it panicked).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Go on until `more` sends after this call were queued (within `within`), stop, and
+    /// wait up to `settle` for every acknowledgement; the sends in order. Panics if the
+    /// stream stalls or a send failed.
+    pub async fn finish_after(
+        self,
+        more: usize,
+        within: Duration,
+        settle: Duration,
+    ) -> Vec<Sent<T>> {
+        let from = self.queued();
+        let queued = self.queued.clone();
+        crate::wait_until(within, "sends queued before the stream stops", || {
+            let n = queued.load(Ordering::SeqCst);
+            async move { n >= from + more }
+        })
+        .await
+        .expect("the paced producer goes on");
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = tokio::time::timeout(settle, self.task)
+            .await
+            .expect("every send resolves")
+            .expect("the paced producer's task");
+        let failed: Vec<&String> = sent
+            .iter()
+            .filter_map(|s| s.result.as_ref().err())
+            .collect();
+        assert!(failed.is_empty(), "every send acknowledged: {failed:?}");
+        sent
+    }
+}
+
 /// Send `next(i)` for i = 0, 1, … one every `pace` until `stop`, counting sends in `queued`;
 /// then wait for every acknowledgement and return the sends in order.
-pub async fn produce_paced<T>(
+async fn produce_paced<T>(
     producer: FutureProducer,
     pace: Duration,
     queued: Arc<AtomicUsize>,
