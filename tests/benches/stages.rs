@@ -172,7 +172,9 @@ fn raw_rows(rows: usize, seed: u64) -> Vec<Event<envelope::payload::raw::RawRepo
     let config = SimConfig {
         seed,
         orgs: 20,
-        campaigns_per_org: 10,
+        // 10 campaigns per org over 400 days hold ~100,000 rows: more rows, more campaigns.
+        campaigns_per_org: 10
+            * u32::try_from(rows.div_ceil(100_000).max(1)).unwrap_or(u32::MAX / 10),
         days: 400,
         end_date: Utc::now().date_naive(),
         bad_share: 0.02,
@@ -280,8 +282,11 @@ fn main() {
 
         // The chain: raw rows → bronze → silver → gold.
         if run("bronze") || run("silver") || run("gold") {
-            bench.bed.fill(raw_rows(rows, run_seed())).await;
-            bench.stage("bronze", Topic::ConnectorDataRaw, rows).await;
+            let raw = raw_rows(rows, run_seed());
+            // The stage and its pass-through wait for every record: count what was filled.
+            let n = raw.len();
+            bench.bed.fill(raw).await;
+            bench.stage("bronze", Topic::ConnectorDataRaw, n).await;
         }
         if run("silver") || run("gold") {
             let cleaned = count(&bench.bed.bootstrap, Topic::BronzeDataCleaned.name()).await;
