@@ -356,6 +356,8 @@ pub async fn run_stage<P: Processor>(
         }
         let msg = tokio::select! {
             () = shutdown.as_mut() => break,
+            // librdkafka reports a refused login to the consumer's context (`Ctx::error`),
+            // also when `recv` hands the same error back: it stops the stage here.
             () = health.login_refused.notified() => {
                 crashed = Some(refused_login(&args.kafka));
                 break;
@@ -413,11 +415,6 @@ pub async fn run_stage<P: Processor>(
         };
         let msg = match msg {
             Ok(m) => m.detach(),
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) => {
-                tracing::error!(error = %e, "the broker refused the login");
-                crashed = Some(refused_login(&args.kafka));
-                break;
-            }
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 continue;
