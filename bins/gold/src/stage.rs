@@ -154,18 +154,17 @@ impl Gold {
     ) -> Result<(), ProcessError> {
         // The same reads as a batch's, for one campaign: the bookings decide the flight, and
         // so the days to read.
-        let campaigns = [target.campaign_id.to_owned()];
-        let bookings: Bookings = GoldStore::org_bookings(tx, target.org_id, &campaigns)
+        let (org_id, campaign) = (target.org_id, target.campaign_id);
+        let bookings: Bookings = GoldStore::bookings(tx, &[(org_id, campaign)])
             .await?
             .into_iter()
-            .map(|(_, line_item, booking)| (line_item, booking))
+            .map(|(_, _, line_item, booking)| (line_item, booking))
             .collect();
         let (from, to) = target.window(day, &bookings);
-        let [campaign] = campaigns;
-        let days: Vec<DayTotals> = GoldStore::org_days(tx, target.org_id, &[(campaign, from, to)])
+        let days: Vec<DayTotals> = GoldStore::days(tx, &[(org_id, campaign, from, to)])
             .await?
             .into_iter()
-            .map(|(_, totals)| totals)
+            .map(|(_, _, totals)| totals)
             .collect();
         for aggregate in target.aggregates(day, &days, &bookings, trigger)? {
             if trigger == Trigger::Flush {
@@ -439,22 +438,20 @@ pub async fn batch_outputs(
             }
         }
     }
-    // Per org: the bookings of its campaigns, then the days their windows need.
-    let mut campaigns: HashMap<i64, Vec<String>> = HashMap::new();
-    for (target, _, _) in &groups {
-        let list = campaigns.entry(target.org_id).or_default();
-        if !list.iter().any(|c| c == target.campaign_id) {
-            list.push(target.campaign_id.to_owned());
-        }
-    }
+    // The bookings of the batch's campaigns, then the days their windows need: one read
+    // each, whatever the orgs.
+    let mut campaigns: Vec<(i64, &str)> = groups
+        .iter()
+        .map(|(target, _, _)| (target.org_id, target.campaign_id))
+        .collect();
+    campaigns.sort_unstable();
+    campaigns.dedup();
     let mut bookings: HashMap<(i64, String), Bookings> = HashMap::new();
-    for (org_id, list) in &campaigns {
-        for (campaign, line, booking) in GoldStore::org_bookings(tx, *org_id, list).await? {
-            bookings
-                .entry((*org_id, campaign))
-                .or_default()
-                .push((line, booking));
-        }
+    for (org_id, campaign, line, booking) in GoldStore::bookings(tx, &campaigns).await? {
+        bookings
+            .entry((org_id, campaign))
+            .or_default()
+            .push((line, booking));
     }
     let none = Vec::new();
     let bookings_of = |org_id: i64, campaign: &str| {
@@ -473,16 +470,13 @@ pub async fn batch_outputs(
             })
             .or_insert((from, to));
     }
+    let windows: Vec<(i64, &str, Date, Date)> = windows
+        .into_iter()
+        .map(|((org_id, campaign), (from, to))| (org_id, campaign, from, to))
+        .collect();
     let mut days: HashMap<(i64, String), Vec<DayTotals>> = HashMap::new();
-    for org_id in campaigns.keys() {
-        let list: Vec<(String, Date, Date)> = windows
-            .iter()
-            .filter(|((o, _), _)| o == org_id)
-            .map(|((_, c), (from, to))| ((*c).to_owned(), *from, *to))
-            .collect();
-        for (campaign, totals) in GoldStore::org_days(tx, *org_id, &list).await? {
-            days.entry((*org_id, campaign)).or_default().push(totals);
-        }
+    for (org_id, campaign, totals) in GoldStore::days(tx, &windows).await? {
+        days.entry((org_id, campaign)).or_default().push(totals);
     }
     let mut replies: Vec<Reply> = written.iter().map(|_| Ok(Vec::new())).collect();
     for (target, day, by) in &groups {

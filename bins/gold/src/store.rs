@@ -128,8 +128,8 @@ pub struct Statements {
     put_rows: Statement,
     put_failed: Statement,
     failed: Statement,
-    org_days: Statement,
-    org_bookings: Statement,
+    days: Statement,
+    bookings: Statement,
     put_booking: Statement,
     active: Statement,
 }
@@ -331,38 +331,45 @@ impl GoldStore {
             .collect())
     }
 
-    /// The bookings of an org's `campaigns` (config before report; a deleted booking is
-    /// `None`), in the lane's transaction: campaign, line item (`""` = the whole campaign)
-    /// and booking.
-    pub async fn org_bookings(
+    /// The bookings of `campaigns` (`(org, campaign)`, each once; config before report; a
+    /// deleted booking is `None`), in the lane's transaction, in one read whatever the orgs:
+    /// org, campaign, line item (`""` = the whole campaign) and booking.
+    pub async fn bookings(
         tx: &Tx,
-        org_id: i64,
-        campaigns: &[String],
-    ) -> Result<Vec<(String, String, Option<Booking>)>, StoreError> {
-        let params: [&(dyn ToSql + Sync); 2] = [&org_id, &campaigns];
-        let rows = tx.read(|s| &s.org_bookings, &params).await?;
+        campaigns: &[(i64, &str)],
+    ) -> Result<Vec<(i64, String, String, Option<Booking>)>, StoreError> {
+        let orgs = orgs_of(campaigns.iter().map(|(o, _)| *o));
+        let org_ids: Vec<i64> = campaigns.iter().map(|(o, _)| *o).collect();
+        let ids: Vec<&str> = campaigns.iter().map(|(_, c)| *c).collect();
+        let params: [&(dyn ToSql + Sync); 3] = [&orgs, &org_ids, &ids];
+        let rows = tx.read(|s| &s.bookings, &params).await?;
         rows.iter()
             .map(|r| {
-                let campaign: String = r.get(0);
-                let (line_item, booking) = booking_of(r, &campaign, 1)?;
-                Ok((campaign, line_item, booking))
+                let campaign: String = r.get(1);
+                let (line_item, booking) = booking_of(r, &campaign, 2)?;
+                Ok((r.get(0), campaign, line_item, booking))
             })
             .collect()
     }
 
-    /// Per campaign, day and line item, the totals of an org's campaigns over their windows
-    /// (`(campaign, from, to)`, each campaign once), in the lane's transaction.
-    pub async fn org_days(
+    /// Per campaign, day and line item, the totals of campaigns over their windows (`(org,
+    /// campaign, from, to)`, each campaign once), in the lane's transaction, in one read
+    /// whatever the orgs: org, campaign and the day's totals.
+    pub async fn days(
         tx: &Tx,
-        org_id: i64,
-        windows: &[(String, Date, Date)],
-    ) -> Result<Vec<(String, DayTotals)>, StoreError> {
-        let campaigns: Vec<&str> = windows.iter().map(|(c, _, _)| c.as_str()).collect();
-        let from: Vec<NaiveDate> = windows.iter().map(|(_, f, _)| f.0).collect();
-        let to: Vec<NaiveDate> = windows.iter().map(|(_, _, t)| t.0).collect();
-        let params: [&(dyn ToSql + Sync); 4] = [&org_id, &campaigns, &from, &to];
-        let rows = tx.read(|s| &s.org_days, &params).await?;
-        Ok(rows.iter().map(|r| (r.get(0), day_totals(r, 1))).collect())
+        windows: &[(i64, &str, Date, Date)],
+    ) -> Result<Vec<(i64, String, DayTotals)>, StoreError> {
+        let orgs = orgs_of(windows.iter().map(|(o, _, _, _)| *o));
+        let org_ids: Vec<i64> = windows.iter().map(|(o, _, _, _)| *o).collect();
+        let campaigns: Vec<&str> = windows.iter().map(|(_, c, _, _)| *c).collect();
+        let from: Vec<NaiveDate> = windows.iter().map(|(_, _, f, _)| f.0).collect();
+        let to: Vec<NaiveDate> = windows.iter().map(|(_, _, _, t)| t.0).collect();
+        let params: [&(dyn ToSql + Sync); 5] = [&orgs, &org_ids, &campaigns, &from, &to];
+        let rows = tx.read(|s| &s.days, &params).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), day_totals(r, 2)))
+            .collect())
     }
 
     /// The keys of bookings (not deleted) whose flight includes `day` or ended the day before.
@@ -424,6 +431,14 @@ fn booking_of(
     Ok((line_item, (!deleted).then_some(booking)))
 }
 
+/// The distinct orgs among `ids`: a read's `org_id = ANY($1)` scope.
+fn orgs_of(ids: impl Iterator<Item = i64>) -> Vec<i64> {
+    let mut orgs: Vec<i64> = ids.collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    orgs
+}
+
 fn applied(claimed: i64) -> Applied {
     if claimed > 0 {
         Applied::New
@@ -433,6 +448,14 @@ fn applied(claimed: i64) -> Applied {
 }
 
 async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+    // Plan every execution for the tables as they are now. gold's tables start empty and grow
+    // by the batch, and PostgreSQL keeps a prepared statement's generic plan once five
+    // executions found it no worse, until the next ANALYZE: a plan made for a nearly empty
+    // gold_days (one sequential scan per campaign window) stayed in use at 100,000 rows and
+    // took seconds a batch. A batch's statements take ~1–3 ms to plan, paid once per batch.
+    client
+        .batch_execute("SET plan_cache_mode = force_custom_plan")
+        .await?;
     let claim_only = client
         .prepare(&format!("{CLAIM} SELECT count(*) FROM claim"))
         .await?;
@@ -457,7 +480,8 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
              ORDER BY i.org_id, i.dsp_type, i.entity_id, i.day, i.src_offset DESC), \
              old AS ( \
              SELECT r.org_id, r.dsp_type, r.entity_id, r.day, r.campaign_id, r.line_item_id, \
-               r.impressions, r.clicks, r.conversions, r.spend, r.quality_score \
+               r.impressions, r.clicks, r.conversions, r.spend, r.quality_score, \
+               f.campaign_id AS new_campaign_id \
              FROM gold_rows r JOIN fresh f ON r.org_id = f.org_id AND r.dsp_type = f.dsp_type \
                AND r.entity_id = f.entity_id AND r.day = f.day \
              FOR UPDATE OF r), \
@@ -501,31 +525,38 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
                next_offset = greatest(gold_offsets.next_offset, EXCLUDED.next_offset) \
              RETURNING 1), \
              moved AS ( \
-             SELECT o.org_id, o.campaign_id, o.day FROM old o JOIN fresh f \
-               ON o.org_id = f.org_id AND o.dsp_type = f.dsp_type AND o.entity_id = f.entity_id \
-               AND o.day = f.day \
-             WHERE o.campaign_id <> f.campaign_id) \
+             SELECT org_id, campaign_id, day FROM old WHERE campaign_id <> new_campaign_id) \
              SELECT coalesce(array_agg(org_id), '{}'), coalesce(array_agg(campaign_id), '{}'), \
                coalesce(array_agg(day), '{}') FROM moved",
         )
         .await?;
-    let org_days = client
+    // The two reads of a batch: one lookup per campaign window. A join of the windows with
+    // gold_days is planned from the table's statistics, and without them (a table never
+    // analyzed) PostgreSQL read every row of the batch's orgs and filtered them, at a cost
+    // that grows with the table; the lateral subqueries (`OFFSET 0` and `DISTINCT ON` keep
+    // them from being flattened into a join) can only run once per window, as an index range
+    // once the table is more than a few pages.
+    let days = client
         .prepare(
-            "SELECT d.campaign_id, d.day, d.line_item_id, d.impressions, d.clicks, \
+            "SELECT w.org_id, w.campaign_id, d.day, d.line_item_id, d.impressions, d.clicks, \
                d.conversions, d.spend, d.rows, d.quality_sum \
-             FROM gold_days d \
-             JOIN unnest($2::text[], $3::date[], $4::date[]) AS w(campaign_id, lo, hi) \
-               ON d.campaign_id = w.campaign_id AND d.day BETWEEN w.lo AND w.hi \
-             WHERE d.org_id = $1 AND d.rows > 0",
+             FROM unnest($2::bigint[], $3::text[], $4::date[], $5::date[]) \
+               AS w(org_id, campaign_id, lo, hi) \
+             CROSS JOIN LATERAL (SELECT * FROM gold_days d \
+               WHERE d.org_id = w.org_id AND d.org_id = ANY($1::bigint[]) \
+                 AND d.campaign_id = w.campaign_id AND d.day BETWEEN w.lo AND w.hi \
+                 AND d.rows > 0 OFFSET 0) d",
         )
         .await?;
-    let org_bookings = client
+    let bookings = client
         .prepare(
-            "SELECT DISTINCT ON (campaign_id, line_item_id) campaign_id, line_item_id, deleted, \
-               booked_impressions, booked_budget, booking_revenue, flight_start, flight_end, \
-               currency \
-             FROM gold_bookings WHERE org_id = $1 AND campaign_id = ANY($2) \
-             ORDER BY campaign_id, line_item_id, (source = 'config') DESC",
+            "SELECT w.org_id, w.campaign_id, b.line_item_id, b.deleted, b.booked_impressions, \
+               b.booked_budget, b.booking_revenue, b.flight_start, b.flight_end, b.currency \
+             FROM unnest($2::bigint[], $3::text[]) AS w(org_id, campaign_id) \
+             CROSS JOIN LATERAL (SELECT DISTINCT ON (line_item_id) * FROM gold_bookings b \
+               WHERE b.org_id = w.org_id AND b.org_id = ANY($1::bigint[]) \
+                 AND b.campaign_id = w.campaign_id \
+               ORDER BY line_item_id, (source = 'config') DESC) b",
         )
         .await?;
     let put_booking = client
@@ -580,8 +611,8 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         put_rows,
         put_failed,
         failed,
-        org_days,
-        org_bookings,
+        days,
+        bookings,
         put_booking,
         active,
     })
