@@ -67,9 +67,22 @@ pub struct Health {
     pub breaker_open: AtomicBool,
     /// The loop is running.
     pub running: AtomicBool,
-    /// Set once the broker refused the consumer's login (SASL): the stage stops, because no
-    /// retry can fix wrong credentials.
-    login_refused: tokio::sync::Notify,
+    /// Woken once the broker turned the consumer away for good (see [`Refusal`]): the stage
+    /// stops, because no retry can fix wrong credentials or an untrusted certificate.
+    refused: tokio::sync::Notify,
+    /// The first such refusal.
+    refusal: Mutex<Option<Refusal>>,
+}
+
+/// Why the broker will not let the stage in, whatever it retries.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// The SASL login was refused (librdkafka's `__AUTHENTICATION`).
+    Login,
+    /// The TLS handshake failed (librdkafka's `__SSL`, with its reason: e.g. the broker's
+    /// certificate could not be verified). A handshake cut by a disconnect is a transport
+    /// error instead, and retried.
+    Tls(String),
 }
 
 impl Health {
@@ -87,12 +100,19 @@ pub(crate) struct Ctx {
 
 impl rdkafka::ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
-            tracing::error!(target: "librdkafka", error = %error, reason, "the broker refused the login");
-            self.health.login_refused.notify_one();
-        } else {
-            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        let refusal = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication) => Refusal::Login,
+            Some(RDKafkaErrorCode::SSL) => Refusal::Tls(reason.to_owned()),
+            _ => {
+                tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+                return;
+            }
+        };
+        tracing::error!(target: "librdkafka", error = %error, reason, "the broker turned the stage away");
+        if let Ok(mut first) = self.health.refusal.lock() {
+            first.get_or_insert(refusal);
         }
+        self.health.refused.notify_one();
     }
 }
 
@@ -356,10 +376,12 @@ pub async fn run_stage<P: Processor>(
         }
         let msg = tokio::select! {
             () = shutdown.as_mut() => break,
-            // librdkafka reports a refused login to the consumer's context (`Ctx::error`),
-            // also when `recv` hands the same error back: it stops the stage here.
-            () = health.login_refused.notified() => {
-                crashed = Some(refused_login(&args.kafka));
+            // librdkafka reports a refused login or a failed TLS handshake to the consumer's
+            // context (`Ctx::error`), also when `recv` hands the same error back: it stops the
+            // stage here.
+            () = health.refused.notified() => {
+                let refusal = health.refusal.lock().ok().and_then(|r| r.clone());
+                crashed = Some(refused(&args.kafka, refusal.as_ref()));
                 break;
             }
             ended = async {
@@ -538,16 +560,27 @@ pub async fn run_stage<P: Processor>(
     Ok(())
 }
 
-/// Why a stage stops when the broker refused its login: who tried to log in, how, and what
-/// to check (never the password).
-fn refused_login(kafka: &KafkaSecurity) -> String {
-    let user = kafka.kafka_sasl_username.as_deref().unwrap_or("(no user)");
-    format!(
-        "the Kafka broker refused the login of {user} ({} over {}); check KAFKA_SASL_USERNAME \
-         and KAFKA_SASL_PASSWORD (the KafkaUser and its secret)",
-        kafka.kafka_sasl_mechanism.as_str(),
-        kafka.kafka_security_protocol.as_str(),
-    )
+/// Why a stage stops when the broker turned it away: for a refused login who tried to log
+/// in, how, and what to check (never the password); for a failed TLS handshake librdkafka's
+/// reason and the settings that decide it.
+fn refused(kafka: &KafkaSecurity, refusal: Option<&Refusal>) -> String {
+    match refusal {
+        Some(Refusal::Tls(reason)) => format!(
+            "the TLS handshake with the Kafka broker failed over {} ({reason}); check \
+             KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and, for \
+             mutual TLS, KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION",
+            kafka.kafka_security_protocol.as_str(),
+        ),
+        Some(Refusal::Login) | None => {
+            let user = kafka.kafka_sasl_username.as_deref().unwrap_or("(no user)");
+            format!(
+                "the Kafka broker refused the login of {user} ({} over {}); check \
+                 KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (the KafkaUser and its secret)",
+                kafka.kafka_sasl_mechanism.as_str(),
+                kafka.kafka_security_protocol.as_str(),
+            )
+        }
+    }
 }
 
 /// The message of a panic payload (`panic!` with a literal or a formatted string).
