@@ -22,7 +22,7 @@ use gold::formulas::{self, Flight, periods_of};
 use rdkafka::Message;
 use testbed::TestBed;
 use testkit::StageProcess;
-use testkit::{committed_offsets, counter_total, end_offsets, read_records, wait_until};
+use testkit::{committed_offsets, counter, end_offsets, read_records, wait_until};
 use topics::Topic;
 
 const ORGS: i64 = 4;
@@ -152,10 +152,7 @@ fn totals(
 
 /// Events the gold on `port` processed so far; `None` when it is gone.
 async fn processed(port: u16) -> Option<f64> {
-    tokio::task::spawn_blocking(move || counter_total(port, runtime::metrics::PROCESSED))
-        .await
-        .ok()
-        .flatten()
+    counter(port, runtime::metrics::PROCESSED).await
 }
 
 /// Start the gold binary on `bed`, flushing every `flush_secs` (0: never), and with

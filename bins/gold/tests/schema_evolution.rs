@@ -18,7 +18,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use testbed::TestBed;
-use testkit::{StageProcess, counter_total, read_records, wait_until};
+use testkit::{StageProcess, counter, read_records, wait_until};
 use topics::{Topic, partition_for};
 
 /// `schemas/silver/data-processed.avsc` as committed before `spend_usd` was added.
@@ -134,16 +134,16 @@ async fn old_and_new_producers_share_the_topic_and_both_are_processed_and_read()
         Duration::from_secs(90),
         "gold processes every row",
         || async move {
-            tokio::task::spawn_blocking(move || counter_total(port, runtime::metrics::PROCESSED))
+            counter(port, runtime::metrics::PROCESSED)
                 .await
-                .ok()
-                .flatten()
                 .is_some_and(|n| n >= total as f64)
         },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", log()));
-    let dead = counter_total(port, runtime::metrics::DEAD_LETTERED).unwrap_or(0.0);
+    let dead = counter(port, runtime::metrics::DEAD_LETTERED)
+        .await
+        .unwrap_or(0.0);
     assert_eq!(dead, 0.0, "nothing dead-lettered\n{}", log());
 
     // Gold counts what it read per writer version; 1.0.0 is flagged deprecated.

@@ -27,7 +27,7 @@ use envelope::{
 use notification_sender::key::idempotency_key;
 use rdkafka::Message as _;
 use testbed::TestBed;
-use testkit::{CutProxy, committed_offsets, counter_total, read_records, wait_until};
+use testkit::{CutProxy, committed_offsets, counter, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 use uuid::Uuid;
 
@@ -212,11 +212,8 @@ async fn a_postgresql_outage_pauses_the_sender_which_then_delivers_every_alert_o
         "the alerts wait: offsets not committed past the outage"
     );
     let port = sender.metrics_port();
-    let metric = move |name: &'static str| async move {
-        tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(f64::NAN))
-            .await
-            .unwrap_or(-1.0)
-    };
+    let metric =
+        move |name: &'static str| async move { counter(port, name).await.unwrap_or(f64::NAN) };
     assert_eq!(
         metric(runtime::metrics::DEAD_LETTERED).await,
         0.0,

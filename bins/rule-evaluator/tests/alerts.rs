@@ -22,7 +22,7 @@ use rule_evaluator::fixtures::{
     DAY, THRESHOLD_ALERTS, pacing, rule, rule_change, threshold_dataset,
 };
 use testbed::TestBed;
-use testkit::{StageProcess, counter_total, read_records, wait_until};
+use testkit::{StageProcess, counter, read_records, wait_until};
 use topics::Topic;
 
 /// Read the alerts until `done` holds of them, or fail after a minute with the stage's log.
@@ -109,11 +109,9 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         Duration::from_secs(90),
         "the evaluator processed half the dataset",
         || async move {
-            tokio::task::spawn_blocking(move || {
-                counter_total(port, runtime::metrics::PROCESSED).is_some_and(|n| n >= half)
-            })
-            .await
-            .unwrap_or(false)
+            counter(port, runtime::metrics::PROCESSED)
+                .await
+                .is_some_and(|n| n >= half)
         },
     )
     .await
@@ -238,10 +236,7 @@ async fn thresholds_alert_once_across_a_crash_and_rule_changes_apply_without_a_r
         "one config.applied audit event per stored rule"
     );
     let port = stage.metrics_port();
-    let counted =
-        tokio::task::spawn_blocking(move || counter_total(port, rule_evaluator::metrics::ALERTS))
-            .await
-            .expect("metrics");
+    let counted = counter(port, rule_evaluator::metrics::ALERTS).await;
     assert!(
         counted.is_some_and(|n| n >= 2.0),
         "the second run counted at least the resolve and the new rule's alert: {counted:?}"

@@ -24,7 +24,7 @@ pub use kafka::{
     end_offsets, header, produce_in_order, read_records, read_records_with, rewind_group,
     wait_until,
 };
-pub use metrics::{counter_total, counter_with_labels, samples};
+pub use metrics::{counter, counter_total, counter_with_labels, samples};
 pub use mock::MockBroker;
 pub use paced::{Paced, PacedStream, Sent};
 pub use process::StageProcess;

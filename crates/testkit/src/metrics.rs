@@ -60,3 +60,12 @@ pub fn counter_with_labels(port: u16, name: &str, labels: &[(&str, &str)]) -> Op
             .sum(),
     )
 }
+
+/// [`counter_total`] from async code (the scrape is blocking I/O, run off the runtime's
+/// threads); `None` when nothing answers there.
+pub async fn counter(port: u16, name: &'static str) -> Option<f64> {
+    tokio::task::spawn_blocking(move || counter_total(port, name))
+        .await
+        .ok()
+        .flatten()
+}
