@@ -29,7 +29,7 @@ schema-gate: ## schemas/ must stay FULL_TRANSITIVE compatible with every committ
 test-prereqs: ## install what the tests start (Tansu broker, Python registry client) into .local/
 	@scripts/test-prereqs.sh
 
-test-durable: ## on a durable broker: records and a running stage survive SIGKILL + restart; SCRAM logins (builds Tansu, ~12 min; CI runs it)
+test-durable: ## on a durable broker: records and a running stage survive SIGKILL + restart; SCRAM logins, over TLS too (builds Tansu, ~12 min; CI runs it)
 	@scripts/install-tansu.sh --durable
 	$(CARGO) test -p testkit -p silver --test durable_broker -- --ignored --nocapture
 

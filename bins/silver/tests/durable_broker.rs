@@ -1,6 +1,6 @@
 //! The `silver` binary against Tansu's durable (sqlite) build, the broker a restart does not
-//! empty: the broker SIGKILLed and restarted mid-stream, and a broker that requires a SCRAM
-//! login. Needs `scripts/install-tansu.sh --durable` (several minutes), so it runs in
+//! empty: the broker SIGKILLed and restarted mid-stream, a broker that requires a SCRAM
+//! login, and one that takes SCRAM logins over TLS only (through `testkit::TlsFront`). Needs `scripts/install-tansu.sh --durable` (several minutes), so it runs in
 //! `make test-durable`, not in `make test`.
 
 mod common;
@@ -16,7 +16,7 @@ use runtime::metrics::{DEAD_LETTERED, DEDUPLICATED, MESSAGES_IN, PROCESSED};
 use testbed::TestBed;
 use testkit::{
     Broker, Paced, PacedStream, Sent, StageProcess, Storage, client_config, committed_offsets,
-    counter_total, read_records, read_records_with, wait_until,
+    counter, read_records, read_records_with, wait_until,
 };
 use topics::{PartitionKey, Topic, partition_for};
 
@@ -59,9 +59,7 @@ fn spawn_silver(bed: &TestBed, extra: &[(&'static str, String)], log: &str) -> S
 
 /// A counter of the stage whose metrics are on `port` (0 while it does not answer).
 async fn metric(port: u16, name: &'static str) -> f64 {
-    tokio::task::spawn_blocking(move || counter_total(port, name).unwrap_or(0.0))
-        .await
-        .unwrap_or(0.0)
+    counter(port, name).await.unwrap_or(0.0)
 }
 
 /// Every record of `topic` on `bed` so far (read from the start for `within`).
@@ -85,6 +83,59 @@ async fn causes(bed: &TestBed, records: &[rdkafka::message::OwnedMessage]) -> Ve
         out.push((cause, e.metadata.event_id));
     }
     out
+}
+
+/// A bed on the durable broker holding 500 bronze rows and the SCRAM user, and the rows'
+/// event ids. Both go in before the broker requires a login (the bed's producer has none):
+/// Tansu takes a user only from a broker that does not require logins yet, and keeps it
+/// across a restart in its durable storage.
+async fn backlog_and_user(name: &str) -> (TestBed, BTreeSet<Id>) {
+    let bed = TestBed::start_on(durable_broker(), name, TOPICS)
+        .await
+        .expect("test bed");
+    let events: Vec<_> = (0..500).map(common::cleaned).collect();
+    bed.fill(&events).await;
+    bed.broker
+        .create_user(USER, PASSWORD)
+        .expect("user created");
+    (bed, events.iter().map(|e| e.metadata.event_id).collect())
+}
+
+/// The log of `silver`, which must stop by itself within 60 s with exit 1 (a fault no retry
+/// can fix).
+async fn stops_at_once(mut silver: StageProcess) -> String {
+    let Some(status) = silver.wait_exit(Duration::from_secs(60)).await else {
+        panic!("silver still runs after 60 s:\n{}", silver.log());
+    };
+    let log = silver.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    log
+}
+
+/// `silver` processes the backlog of `inputs` waiting on `bed`, and each input's silver row
+/// is there for a client of the broker as it now is (logged in, over TLS).
+async fn processes_the_backlog(bed: &TestBed, silver: &StageProcess, inputs: &BTreeSet<Id>) {
+    let (port, n) = (silver.metrics_port(), inputs.len());
+    wait_until(
+        Duration::from_secs(90),
+        "silver processing the backlog",
+        || async move { metric(port, PROCESSED).await >= n as f64 },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", silver.log()));
+    let rows = read_records_with(
+        bed.broker.client_config(),
+        Topic::SilverDataProcessed.name(),
+        n,
+        Duration::from_secs(30),
+    )
+    .expect("a reader of the broker");
+    let seen: BTreeSet<Id> = causes(bed, &rows)
+        .await
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(&seen, inputs, "one silver row per input");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,19 +310,7 @@ async fn silver_rides_out_a_broker_kill_and_restart_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the durable Tansu build; run with `make test-durable`"]
 async fn silver_logs_in_with_scram_and_a_wrong_password_stops_it_with_a_clear_error() {
-    let mut bed = TestBed::start_on(durable_broker(), "silver_sasl", TOPICS)
-        .await
-        .expect("test bed");
-    // The backlog goes in before the broker requires a login (the bed's producer has none).
-    const N: usize = 500;
-    let events: Vec<_> = (0..N).map(common::cleaned).collect();
-    let inputs: BTreeSet<Id> = events.iter().map(|e| e.metadata.event_id).collect();
-    bed.fill(&events).await;
-    // Tansu takes a user only from a broker that does not require logins yet, and keeps it
-    // across the restart in its durable storage.
-    bed.broker
-        .create_user(USER, PASSWORD)
-        .expect("user created");
+    let (mut bed, inputs) = backlog_and_user("silver_sasl").await;
     tokio::task::block_in_place(|| bed.broker.require_login(USER, PASSWORD))
         .expect("the broker restarts requiring a login");
 
@@ -299,15 +338,7 @@ async fn silver_logs_in_with_scram_and_a_wrong_password_stops_it_with_a_clear_er
 
     // A wrong password: no retry can help, so silver stops at once and says why.
     let started = Instant::now();
-    let mut wrong = spawn_silver(&bed, &login(WRONG_PASSWORD), "wrong.log");
-    let Some(status) = wrong.wait_exit(Duration::from_secs(60)).await else {
-        panic!(
-            "silver with a wrong password still runs after 60 s:\n{}",
-            wrong.log()
-        );
-    };
-    let log = wrong.log();
-    assert_eq!(status.code(), Some(1), "{log}");
+    let log = stops_at_once(spawn_silver(&bed, &login(WRONG_PASSWORD), "wrong.log")).await;
     assert!(
         log.contains(&format!(
             "fatal: silver-processor stopped: the Kafka broker refused the login of {USER} \
@@ -325,34 +356,84 @@ async fn silver_logs_in_with_scram_and_a_wrong_password_stops_it_with_a_clear_er
 
     // The right password: the backlog is processed and its rows written.
     let silver = spawn_silver(&bed, &login(PASSWORD), "silver.log");
-    let port = silver.metrics_port();
-    wait_until(
-        Duration::from_secs(90),
-        "silver logged in, processing the backlog",
-        || async move { metric(port, PROCESSED).await >= N as f64 },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}:\n{}", silver.log()));
-    let rows = read_records_with(
-        bed.broker.client_config(),
-        Topic::SilverDataProcessed.name(),
-        N,
-        Duration::from_secs(30),
-    )
-    .expect("a logged-in reader");
-    let seen: BTreeSet<Id> = causes(&bed, &rows)
-        .await
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect();
-    assert_eq!(
-        seen, inputs,
-        "one silver row per input, written under the login"
-    );
+    processes_the_backlog(&bed, &silver, &inputs).await;
     let log = silver.log();
     assert!(
         !log.contains(PASSWORD),
         "the password in silver's log:\n{log}"
     );
+    bed.schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the durable Tansu build; run with `make test-durable`"]
+async fn silver_logs_in_with_scram_over_tls_and_stops_on_a_certificate_it_cannot_verify() {
+    // Then the broker restarts as a Strimzi listener on 9093 is: SCRAM logins over TLS only,
+    // with a certificate made for this run.
+    let (mut bed, inputs) = backlog_and_user("silver_tls").await;
+    tokio::task::block_in_place(|| {
+        bed.broker.require_login(USER, PASSWORD)?;
+        bed.broker.serve_tls()
+    })
+    .expect("the broker restarts requiring a login over TLS");
+    bed.bootstrap = bed.broker.bootstrap();
+    let front = || bed.broker.tls().expect("a TLS front");
+    // A plaintext client gets nothing (the test is not vacuous).
+    let plain = read_records(
+        &bed.bootstrap,
+        Topic::BronzeDataCleaned.name(),
+        1,
+        Duration::from_secs(5),
+    );
+    assert!(
+        plain.as_ref().map_or(true, Vec::is_empty),
+        "a plaintext client read {} records",
+        plain.map_or(0, |r| r.len())
+    );
+    assert!(
+        front().refused() > 0,
+        "the plaintext client was turned away"
+    );
+    let tls = |ca: Option<String>| {
+        let mut env = vec![
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+            ("KAFKA_SASL_USERNAME", USER.to_owned()),
+            ("KAFKA_SASL_PASSWORD", PASSWORD.to_owned()),
+        ];
+        env.extend(ca.map(|ca| ("KAFKA_SSL_CA_LOCATION", ca)));
+        env
+    };
+    // The right login, but the broker's certificate not trusted (the system's CAs do not
+    // know it): no retry can help, so silver stops at once and says what to check.
+    let refused_before = front().refused();
+    let log = stops_at_once(spawn_silver(&bed, &tls(None), "untrusted.log")).await;
+    assert!(
+        log.contains(
+            "fatal: silver-processor stopped: the TLS handshake with the Kafka broker failed \
+             over sasl_ssl"
+        ) && log.contains("certificate verify failed")
+            && log.contains("check KAFKA_SSL_CA_LOCATION"),
+        "{log}"
+    );
+    assert!(front().refused() > refused_before, "its handshakes failed");
+    // Trusting it: the backlog is processed and its rows written, all over TLS.
+    let handshakes_before = front().handshakes();
+    let ca = front().ca_location().display().to_string();
+    let mut silver = spawn_silver(&bed, &tls(Some(ca)), "silver.log");
+    processes_the_backlog(&bed, &silver, &inputs).await;
+    assert!(
+        !silver.log().contains(PASSWORD),
+        "the password in silver's log"
+    );
+    assert!(
+        front().handshakes() > handshakes_before,
+        "silver's connections went through TLS"
+    );
+    let status = silver
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("silver stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "a clean exit:\n{}", silver.log());
     bed.schema.drop().await;
 }

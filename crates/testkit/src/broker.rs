@@ -1,5 +1,5 @@
 //! A Tansu broker process for one test: free port, private log file, killed on drop; with
-//! the durable build, restartable with its records and SCRAM users.
+//! the durable build, restartable with its records and SCRAM users, and behind TLS.
 
 use std::{
     fs::File,
@@ -14,6 +14,8 @@ use rdkafka::{
     ClientConfig,
     consumer::{BaseConsumer, Consumer},
 };
+
+use crate::TlsFront;
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -45,6 +47,8 @@ pub struct Broker {
     /// Once [`Broker::require_login`] ran: the SCRAM-SHA-512 user and password clients (and
     /// the readiness check) log in with.
     login: Option<(String, String)>,
+    /// Once [`Broker::serve_tls`] ran: the TLS front clients reach the broker through.
+    tls: Option<TlsFront>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -74,6 +78,7 @@ impl Broker {
             port: free_port()?,
             storage,
             login: None,
+            tls: None,
             log,
             _dir: dir,
         };
@@ -99,6 +104,8 @@ impl Broker {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let binary = self.binary()?;
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        // Behind TLS, metadata sends every client to the front.
+        let advertised = format!("tcp://{}", self.bootstrap());
         let engine = match &self.storage {
             Storage::Memory => "memory://tansu/".to_owned(),
             Storage::Durable(url) => url.clone(),
@@ -111,7 +118,12 @@ impl Broker {
         let mut command = Command::new(&binary);
         command
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", &engine]);
         if self.login.is_some() {
             command.arg("--authentication");
@@ -160,22 +172,38 @@ impl Broker {
         }
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `127.0.0.1:<port>`: the broker's own port, or its TLS front's once it serves TLS.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        let port = self.tls.as_ref().map_or(self.port, TlsFront::port);
+        format!("127.0.0.1:{port}")
     }
 
-    /// [`crate::client_config`] for this broker, logged in when it requires a login.
+    /// [`crate::client_config`] for this broker: over TLS trusting its certificate once it
+    /// serves TLS, logged in once it requires a login.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = crate::client_config(&self.bootstrap());
+        let protocol = match (&self.tls, &self.login) {
+            (None, None) => return config,
+            (Some(_), None) => "ssl",
+            (None, Some(_)) => "sasl_plaintext",
+            (Some(_), Some(_)) => "sasl_ssl",
+        };
+        config.set("security.protocol", protocol);
+        if let Some(front) = &self.tls {
+            config.set("ssl.ca.location", front.ca_location().display().to_string());
+        }
         if let Some((user, password)) = &self.login {
             config
-                .set("security.protocol", "sasl_plaintext")
                 .set("sasl.mechanism", "SCRAM-SHA-512")
                 .set("sasl.username", user)
                 .set("sasl.password", password);
         }
         config
+    }
+
+    /// The TLS front, once [`Broker::serve_tls`] ran.
+    pub fn tls(&self) -> Option<&TlsFront> {
+        self.tls.as_ref()
     }
 
     /// Create a SCRAM-SHA-512 user with Tansu's own client (`tansu user create`). Only the
@@ -185,7 +213,7 @@ impl Broker {
         let binary = self.binary()?;
         let out = Command::new(&binary)
             .args(["user", "create", name, password, "--mechanism", "scram512"])
-            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("run {} user create", binary.display()))?;
@@ -205,6 +233,16 @@ impl Broker {
     pub fn require_login(&mut self, user: &str, password: &str) -> anyhow::Result<()> {
         self.kill();
         self.login = Some((user.to_owned(), password.to_owned()));
+        self.spawn()
+    }
+
+    /// Restart serving clients over TLS only: a [`TlsFront`] with a certificate made for the
+    /// run on a new port, which [`Broker::bootstrap`] and the broker's metadata name from now
+    /// on. With memory storage the restart loses every record: fill after it, or use the
+    /// durable build.
+    pub fn serve_tls(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.tls = Some(TlsFront::start(self.port)?);
         self.spawn()
     }
 

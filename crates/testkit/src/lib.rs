@@ -16,6 +16,7 @@ mod paced;
 pub mod pg;
 mod process;
 mod smtp;
+mod tls;
 
 pub use broker::{Broker, Storage, free_port, repo_root};
 pub use cut::CutProxy;
@@ -29,6 +30,7 @@ pub use mock::MockBroker;
 pub use paced::{Paced, PacedStream, Sent};
 pub use process::StageProcess;
 pub use smtp::{SmtpMessage, SmtpSink};
+pub use tls::TlsFront;
 
 /// A number no other call returns in practice (time, process id and a per-call random
 /// seed, hashed): it keeps names of consumer groups and schemas apart across tests and runs.

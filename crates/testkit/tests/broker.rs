@@ -1,5 +1,6 @@
 //! The real broker works for what adpipe needs: 12-partition topics, keyed produce,
-//! consumer-group consumption with committed offsets, and independent brokers side by side.
+//! consumer-group consumption with committed offsets, independent brokers side by side, and
+//! a broker behind TLS.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -155,4 +156,81 @@ async fn batched_produce_keeps_every_record_though_the_watermark_lags() {
             "tansu: high watermark {watermark} under-reports {N} stored records (known Tansu 0.6 behaviour)"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_tls_the_broker_serves_clients_that_trust_its_certificate_only() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use testkit::read_records_with;
+
+    let mut broker = Broker::start_memory().expect("broker");
+    tokio::task::block_in_place(|| broker.serve_tls()).expect("the broker restarts behind TLS");
+    let front = broker.tls().expect("a TLS front");
+    assert_eq!(broker.bootstrap(), format!("127.0.0.1:{}", front.port()));
+    let admin: AdminClient<_> = broker.client_config().create().expect("admin");
+    let topic = NewTopic::new("t.tls", 3, TopicReplication::Fixed(1));
+    admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("topic created over TLS");
+    let producer: FutureProducer = broker
+        .client_config()
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    const N: usize = 50;
+    for i in 0..N {
+        let value = format!("record-{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("t.tls").payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged over TLS");
+    }
+    let records = tokio::task::block_in_place(|| {
+        read_records_with(broker.client_config(), "t.tls", N, Duration::from_secs(20))
+    })
+    .expect("a reader over TLS");
+    assert_eq!(records.len(), N, "every record read back over TLS");
+    let handshakes = front.handshakes();
+    assert!(handshakes > 0, "the clients came through the TLS front");
+    // A plaintext client reaches nothing: its bytes are not a TLS handshake.
+    let plain = tokio::task::block_in_place(|| {
+        read_records_with(
+            client_config(&broker.bootstrap()),
+            "t.tls",
+            1,
+            Duration::from_secs(3),
+        )
+    });
+    assert!(
+        plain.map_or(true, |r| r.is_empty()),
+        "a plaintext client read records"
+    );
+    assert!(
+        front.refused() > 0,
+        "the plaintext client's connections were refused"
+    );
+    // TLS without trusting the certificate fails the handshake too.
+    let untrusted = tokio::task::block_in_place(|| {
+        read_records_with(
+            client_config(&broker.bootstrap())
+                .set("security.protocol", "ssl")
+                .clone(),
+            "t.tls",
+            1,
+            Duration::from_secs(3),
+        )
+    });
+    assert!(
+        untrusted.map_or(true, |r| r.is_empty()),
+        "an untrusting client read records"
+    );
+    assert_eq!(
+        front.handshakes(),
+        handshakes,
+        "no handshake completed without trust"
+    );
 }
