@@ -452,7 +452,8 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     // by the batch, and PostgreSQL keeps a prepared statement's generic plan once five
     // executions found it no worse, until the next ANALYZE: a plan made for a nearly empty
     // gold_days (one sequential scan per campaign window) stayed in use at 100,000 rows and
-    // took seconds a batch. A batch's statements take ~1–3 ms to plan, paid once per batch.
+    // took seconds a batch. A batch's statements take ~1–4 ms to plan (EXPLAIN's planning
+    // time), paid once per batch.
     client
         .batch_execute("SET plan_cache_mode = force_custom_plan")
         .await?;
