@@ -338,8 +338,8 @@ impl GoldStore {
         tx: &Tx,
         campaigns: &[(i64, &str)],
     ) -> Result<Vec<(i64, String, String, Option<Booking>)>, StoreError> {
-        let orgs = orgs_of(campaigns.iter().map(|(o, _)| *o));
         let org_ids: Vec<i64> = campaigns.iter().map(|(o, _)| *o).collect();
+        let orgs = distinct(&org_ids);
         let ids: Vec<&str> = campaigns.iter().map(|(_, c)| *c).collect();
         let params: [&(dyn ToSql + Sync); 3] = [&orgs, &org_ids, &ids];
         let rows = tx.read(|s| &s.bookings, &params).await?;
@@ -359,8 +359,8 @@ impl GoldStore {
         tx: &Tx,
         windows: &[(i64, &str, Date, Date)],
     ) -> Result<Vec<(i64, String, DayTotals)>, StoreError> {
-        let orgs = orgs_of(windows.iter().map(|(o, _, _, _)| *o));
         let org_ids: Vec<i64> = windows.iter().map(|(o, _, _, _)| *o).collect();
+        let orgs = distinct(&org_ids);
         let campaigns: Vec<&str> = windows.iter().map(|(_, c, _, _)| *c).collect();
         let from: Vec<NaiveDate> = windows.iter().map(|(_, _, f, _)| f.0).collect();
         let to: Vec<NaiveDate> = windows.iter().map(|(_, _, _, t)| t.0).collect();
@@ -431,9 +431,9 @@ fn booking_of(
     Ok((line_item, (!deleted).then_some(booking)))
 }
 
-/// The distinct orgs among `ids`: a read's `org_id = ANY($1)` scope.
-fn orgs_of(ids: impl Iterator<Item = i64>) -> Vec<i64> {
-    let mut orgs: Vec<i64> = ids.collect();
+/// The distinct orgs among `org_ids`: a read's `org_id = ANY($1)` scope.
+fn distinct(org_ids: &[i64]) -> Vec<i64> {
+    let mut orgs = org_ids.to_vec();
     orgs.sort_unstable();
     orgs.dedup();
     orgs

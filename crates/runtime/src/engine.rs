@@ -10,7 +10,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -70,12 +70,12 @@ pub struct Health {
     /// Woken once the broker turned the consumer away for good (see [`Refusal`]): the stage
     /// stops, because no retry can fix wrong credentials or an untrusted certificate.
     refused: tokio::sync::Notify,
-    /// The first such refusal.
-    refusal: Mutex<Option<Refusal>>,
+    /// The first such refusal, set before `refused` is woken.
+    refusal: OnceLock<Refusal>,
 }
 
 /// Why the broker will not let the stage in, whatever it retries.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Refusal {
     /// The SASL login was refused (librdkafka's `__AUTHENTICATION`).
     Login,
@@ -109,9 +109,7 @@ impl rdkafka::ClientContext for Ctx {
             }
         };
         tracing::error!(target: "librdkafka", error = %error, reason, "the broker turned the stage away");
-        if let Ok(mut first) = self.health.refusal.lock() {
-            first.get_or_insert(refusal);
-        }
+        let _ = self.health.refusal.set(refusal); // the first one is the one reported
         self.health.refused.notify_one();
     }
 }
@@ -380,8 +378,8 @@ pub async fn run_stage<P: Processor>(
             // context (`Ctx::error`), also when `recv` hands the same error back: it stops the
             // stage here.
             () = health.refused.notified() => {
-                let refusal = health.refusal.lock().ok().and_then(|r| r.clone());
-                crashed = Some(refused(&args.kafka, refusal.as_ref()));
+                let refusal = health.refusal.get().unwrap_or(&Refusal::Login);
+                crashed = Some(refused(&args.kafka, refusal));
                 break;
             }
             ended = async {
@@ -563,15 +561,15 @@ pub async fn run_stage<P: Processor>(
 /// Why a stage stops when the broker turned it away: for a refused login who tried to log
 /// in, how, and what to check (never the password); for a failed TLS handshake librdkafka's
 /// reason and the settings that decide it.
-fn refused(kafka: &KafkaSecurity, refusal: Option<&Refusal>) -> String {
+fn refused(kafka: &KafkaSecurity, refusal: &Refusal) -> String {
     match refusal {
-        Some(Refusal::Tls(reason)) => format!(
+        Refusal::Tls(reason) => format!(
             "the TLS handshake with the Kafka broker failed over {} ({reason}); check \
              KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and, for \
              mutual TLS, KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION",
             kafka.kafka_security_protocol.as_str(),
         ),
-        Some(Refusal::Login) | None => {
+        Refusal::Login => {
             let user = kafka.kafka_sasl_username.as_deref().unwrap_or("(no user)");
             format!(
                 "the Kafka broker refused the login of {user} ({} over {}); check \
