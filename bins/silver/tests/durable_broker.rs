@@ -101,6 +101,33 @@ async fn backlog_and_user(name: &str) -> (TestBed, BTreeSet<Id>) {
     (bed, events.iter().map(|e| e.metadata.event_id).collect())
 }
 
+/// A plain client without a login (`who`) reads no record of the waiting backlog from the
+/// broker as it now is.
+fn reads_nothing(bed: &TestBed, who: &str) {
+    let read = read_records(
+        &bed.bootstrap,
+        Topic::BronzeDataCleaned.name(),
+        1,
+        Duration::from_secs(5),
+    );
+    assert!(
+        read.as_ref().map_or(true, Vec::is_empty),
+        "{who} read {} records",
+        read.map_or(0, |r| r.len())
+    );
+}
+
+/// Silver's settings to log in as the SCRAM-SHA-512 user with `password` over `protocol`
+/// (`sasl_plaintext` or `sasl_ssl`).
+fn scram(protocol: &str, password: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("KAFKA_SECURITY_PROTOCOL", protocol.to_owned()),
+        ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+        ("KAFKA_SASL_USERNAME", USER.to_owned()),
+        ("KAFKA_SASL_PASSWORD", password.to_owned()),
+    ]
+}
+
 /// The log of `silver`, which must stop by itself within 60 s with exit 1 (a fault no retry
 /// can fix).
 async fn stops_at_once(mut silver: StageProcess) -> String {
@@ -316,26 +343,8 @@ async fn silver_logs_in_with_scram_and_a_wrong_password_stops_it_with_a_clear_er
         .expect("the broker restarts requiring a login");
 
     // Without a login the broker serves nothing (the login test is not vacuous).
-    let anonymous = read_records(
-        &bed.bootstrap,
-        Topic::BronzeDataCleaned.name(),
-        1,
-        Duration::from_secs(5),
-    );
-    assert!(
-        anonymous.as_ref().map_or(true, Vec::is_empty),
-        "a client without a login read {} records",
-        anonymous.map_or(0, |r| r.len())
-    );
-
-    let login = |password: &str| {
-        vec![
-            ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext".to_owned()),
-            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
-            ("KAFKA_SASL_USERNAME", USER.to_owned()),
-            ("KAFKA_SASL_PASSWORD", password.to_owned()),
-        ]
-    };
+    reads_nothing(&bed, "a client without a login");
+    let login = |password: &str| scram("sasl_plaintext", password);
 
     // A wrong password: no retry can help, so silver stops at once and says why.
     let started = Instant::now();
@@ -380,28 +389,13 @@ async fn silver_logs_in_with_scram_over_tls_and_stops_on_a_certificate_it_cannot
     bed.bootstrap = bed.broker.bootstrap();
     let front = || bed.broker.tls().expect("a TLS front");
     // A plaintext client gets nothing (the test is not vacuous).
-    let plain = read_records(
-        &bed.bootstrap,
-        Topic::BronzeDataCleaned.name(),
-        1,
-        Duration::from_secs(5),
-    );
-    assert!(
-        plain.as_ref().map_or(true, Vec::is_empty),
-        "a plaintext client read {} records",
-        plain.map_or(0, |r| r.len())
-    );
+    reads_nothing(&bed, "a plaintext client");
     assert!(
         front().refused() > 0,
         "the plaintext client was turned away"
     );
     let tls = |ca: Option<String>| {
-        let mut env = vec![
-            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
-            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
-            ("KAFKA_SASL_USERNAME", USER.to_owned()),
-            ("KAFKA_SASL_PASSWORD", PASSWORD.to_owned()),
-        ];
+        let mut env = scram("sasl_ssl", PASSWORD);
         env.extend(ca.map(|ca| ("KAFKA_SSL_CA_LOCATION", ca)));
         env
     };

@@ -196,15 +196,14 @@ async fn behind_tls_the_broker_serves_clients_that_trust_its_certificate_only() 
     assert_eq!(records.len(), N, "every record read back over TLS");
     let handshakes = front.handshakes();
     assert!(handshakes > 0, "the clients came through the TLS front");
+    // One record, read with `config`, for 3 s.
+    let read_one = |config: rdkafka::ClientConfig| {
+        tokio::task::block_in_place(|| {
+            read_records_with(config, "t.tls", 1, Duration::from_secs(3))
+        })
+    };
     // A plaintext client reaches nothing: its bytes are not a TLS handshake.
-    let plain = tokio::task::block_in_place(|| {
-        read_records_with(
-            client_config(&broker.bootstrap()),
-            "t.tls",
-            1,
-            Duration::from_secs(3),
-        )
-    });
+    let plain = read_one(client_config(&broker.bootstrap()));
     assert!(
         plain.map_or(true, |r| r.is_empty()),
         "a plaintext client read records"
@@ -214,16 +213,11 @@ async fn behind_tls_the_broker_serves_clients_that_trust_its_certificate_only() 
         "the plaintext client's connections were refused"
     );
     // TLS without trusting the certificate fails the handshake too.
-    let untrusted = tokio::task::block_in_place(|| {
-        read_records_with(
-            client_config(&broker.bootstrap())
-                .set("security.protocol", "ssl")
-                .clone(),
-            "t.tls",
-            1,
-            Duration::from_secs(3),
-        )
-    });
+    let untrusted = read_one(
+        client_config(&broker.bootstrap())
+            .set("security.protocol", "ssl")
+            .clone(),
+    );
     assert!(
         untrusted.map_or(true, |r| r.is_empty()),
         "an untrusting client read records"
