@@ -402,6 +402,11 @@ impl Processor for Bronze {
         vec![Topic::BronzeDataCleaned, Topic::AuditEvents]
     }
 
+    /// A pulled row's key, looked up with the event ids of the rows queued ahead.
+    fn idempotency_key(input: &Event<RawReport>) -> Option<String> {
+        Some(pull_key(&input.payload))
+    }
+
     async fn process(
         &self,
         input: Event<RawReport>,

@@ -23,6 +23,8 @@ pub struct Dedupe {
     /// in memory mode, a cache in front of Redis otherwise.
     recent: Mutex<Recent>,
     pending: Mutex<Ids>,
+    /// Lookup round trips to the store (see [`crate::metrics::DEDUPE_LOOKUPS`]).
+    lookups: prometheus_client::metrics::counter::Counter,
 }
 
 /// A set of ids, hashed with [`IdHashing`].
@@ -150,7 +152,14 @@ impl Dedupe {
                 ..Recent::default()
             }),
             pending: Mutex::new(Ids::default()),
+            lookups: Default::default(),
         }
+    }
+
+    /// The count of lookup round trips to the store (none in memory mode): a batch of ids
+    /// is one. Registered as [`crate::metrics::DEDUPE_LOOKUPS`].
+    pub fn lookups(&self) -> prometheus_client::metrics::counter::Counter {
+        self.lookups.clone()
     }
 
     /// An in-memory store of at most `capacity` ids.
@@ -197,7 +206,27 @@ impl Dedupe {
     /// For each id, whether it was already processed (or is in flight in this process): the
     /// ids not known locally are looked up in one round trip.
     pub async fn seen_many(&self, ids: &[Id]) -> Result<Vec<bool>, DedupeUnavailable> {
-        let mut seen: Vec<bool> = ids.iter().map(|id| self.seen_locally(*id)).collect();
+        let seen = ids.iter().map(|id| self.seen_locally(*id)).collect();
+        self.ask_store(ids, seen).await
+    }
+
+    /// For each id, whether it was marked done (by this process or, in Redis, any other);
+    /// ids in flight here do not count, since they may yet fail: a look-ahead asks this
+    /// early, and [`Dedupe::seen_locally`] on the id's turn.
+    pub async fn stored_many(&self, ids: &[Id]) -> Result<Vec<bool>, DedupeUnavailable> {
+        let seen = {
+            let recent = lock(&self.recent);
+            ids.iter().map(|id| recent.ids.contains(id)).collect()
+        };
+        self.ask_store(ids, seen).await
+    }
+
+    /// `seen`, with the ids it does not know yet looked up in the store in one round trip.
+    async fn ask_store(
+        &self,
+        ids: &[Id],
+        mut seen: Vec<bool>,
+    ) -> Result<Vec<bool>, DedupeUnavailable> {
         let Store::Redis { conn, prefix, ttl } = &self.store else {
             return Ok(seen);
         };
@@ -213,6 +242,7 @@ impl Dedupe {
             }
         }
         let mut conn = conn.clone();
+        self.lookups.inc();
         let found: Vec<Vec<i64>> = answer(pipe.query_async(&mut conn)).await?;
         for bucket in found {
             for (i, member) in ask.iter().zip(bucket) {

@@ -981,15 +981,17 @@ async fn complete<P: Processor>(
 }
 
 /// What [`look_ahead`] learnt about a record before its turn: the decoded input (none when
-/// decoding failed: [`prepare`] decodes again and dead-letters or waits) and whether the
-/// dedupe store knew its event id.
+/// decoding failed: [`prepare`] decodes again and dead-letters or waits), whether the
+/// dedupe store knew its event id, and its answer for the stage's own key
+/// ([`Processor::idempotency_key`]).
 struct Ahead<I> {
     input: Option<I>,
     stored: Option<Result<bool, crate::dedupe::DedupeUnavailable>>,
+    key: Option<(envelope::Id, bool)>,
 }
 
-/// Decode a batch of one partition's records and look their event ids up in the dedupe store
-/// in one round trip (instead of one per record).
+/// Decode a batch of one partition's records and look their event ids (and the stage's own
+/// keys) up in the dedupe store in one round trip (instead of one or two per record).
 async fn look_ahead<P: Processor>(
     shared: &Shared<P>,
     batch: Vec<OwnedMessage>,
@@ -1009,19 +1011,31 @@ async fn look_ahead<P: Processor>(
             Ahead {
                 input,
                 stored: None,
+                key: None,
             },
         ));
     }
-    if P::DEDUPE {
-        let ids: Vec<(usize, envelope::Id)> = out
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, a))| a.input.as_ref().map(|x| (i, x.metadata().event_id)))
-            .collect();
-        let just: Vec<envelope::Id> = ids.iter().map(|(_, id)| *id).collect();
-        // On an error each record asks again on its turn (and counts the outage then).
-        if let Ok(seen) = shared.dedupe.seen_many(&just).await {
-            for ((i, _), s) in ids.into_iter().zip(seen) {
+    // (record, id, whether the id is the stage's own key rather than the event id)
+    let mut ids: Vec<(usize, envelope::Id, bool)> = Vec::new();
+    for (i, (_, a)) in out.iter().enumerate() {
+        let Some(input) = &a.input else { continue };
+        if P::DEDUPE {
+            ids.push((i, input.metadata().event_id, false));
+        }
+        if let Some(key) = P::idempotency_key(input) {
+            ids.push((i, crate::dedupe::key_id(&key), true));
+        }
+    }
+    if ids.is_empty() {
+        return out;
+    }
+    let just: Vec<envelope::Id> = ids.iter().map(|(_, id, _)| *id).collect();
+    // On an error each record asks again on its turn (and counts the outage then).
+    if let Ok(seen) = shared.dedupe.stored_many(&just).await {
+        for ((i, id, own), s) in ids.into_iter().zip(seen) {
+            if own {
+                out[i].1.key = Some((id, s));
+            } else {
                 out[i].1.stored = Some(Ok(s));
             }
         }
@@ -1193,6 +1207,7 @@ async fn prepare<P: Processor>(
         // The outputs copy what they need of the envelope: the input goes to the stage.
         let mut out = Outputs::new(&shared.codec, meta, &shared.source)
             .with_store(&shared.dedupe, &shared.metrics)
+            .with_looked_up(ahead.key.take())
             .at(Position {
                 topic,
                 partition: msg.partition(),

@@ -111,10 +111,7 @@ pub async fn parts<P: Processor>(processor: &P, args: &RuntimeArgs) -> anyhow::R
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}:{}", host.trim(), std::process::id())
     });
-    let metrics = Arc::new(metrics::Metrics::with(|r| {
-        processor.register_metrics(r);
-        metrics::SchemaVersions::register(r, group, codec.clone());
-    }));
+    let metrics = Arc::new(metrics::Metrics::for_stage(processor, &codec, &dedupe));
     Ok(Parts {
         codec,
         metrics,

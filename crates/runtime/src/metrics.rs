@@ -27,6 +27,9 @@ pub const DEAD_LETTERED: &str = "adpipe_events_dead_lettered";
 pub const DEDUPLICATED: &str = "adpipe_events_deduplicated";
 /// Dedupe store failures (processing continued at-least-once).
 pub const DEDUPE_UNAVAILABLE: &str = "adpipe_dedupe_unavailable";
+/// Round trips to the dedupe store asking whether ids were seen; a look-ahead batch of
+/// records (their event ids and the stage's own keys) is one.
+pub const DEDUPE_LOOKUPS: &str = "adpipe_dedupe_lookups";
 /// Records written to output topics and acknowledged (DLQ records not included).
 pub const PRODUCED: &str = "adpipe_records_produced";
 /// Output records the broker refused (or that timed out) and that were sent again.
@@ -161,6 +164,25 @@ impl Metrics {
         let mut m = Metrics::default();
         register(&mut m.registry);
         m
+    }
+
+    /// The metrics of a running stage: the runtime's, the stage's own
+    /// ([`crate::Processor::register_metrics`]), the schema versions its codec decoded and its
+    /// dedupe store's lookups.
+    pub fn for_stage<P: crate::Processor>(
+        processor: &P,
+        codec: &Arc<envelope::Codec>,
+        dedupe: &crate::dedupe::Dedupe,
+    ) -> Metrics {
+        Metrics::with(|r| {
+            processor.register_metrics(r);
+            SchemaVersions::register(r, P::GROUP.name(), codec.clone());
+            r.register(
+                DEDUPE_LOOKUPS,
+                "Dedupe store lookup round trips",
+                dedupe.lookups(),
+            );
+        })
     }
 
     /// The sum of every sample of the counter `name` (e.g. [`PROCESSED`]) across its labels.

@@ -228,6 +228,16 @@ pub trait Processor: Send + Sync + 'static {
     /// Topics the stage produces (their schemas are registered at start).
     fn outputs() -> Vec<Topic>;
 
+    /// The idempotency key of its own that the stage will ask [`Outputs::seen_key`] about
+    /// for `input` (bronze: a pulled row's `request_id/row_index`), if any. Declared here,
+    /// it is looked up with the event ids of the records queued ahead of it, one round trip
+    /// for a batch, and `seen_key` answers without one; undeclared, `seen_key` asks the
+    /// store on the record's turn. A key this process has in flight or marked is seen
+    /// either way.
+    fn idempotency_key(_input: &Self::Input) -> Option<String> {
+        None
+    }
+
     /// Process one event; emit outputs into `out`. Called in order per partition.
     fn process(
         &self,
@@ -466,6 +476,7 @@ impl Pending {
             source,
             records: self.records,
             store: None,
+            looked_up: None,
             marks: self.marks,
             position: self.position,
             deferred: Vec::new(),
@@ -491,6 +502,9 @@ pub struct Outputs<'a> {
     source: &'a Source,
     records: Vec<OutRecord>,
     store: Option<(&'a Dedupe, &'a Metrics)>,
+    /// The store's answer for the stage's idempotency key, looked up ahead of the record's
+    /// turn (see [`Processor::idempotency_key`]).
+    looked_up: Option<(Id, bool)>,
     marks: Vec<Id>,
     position: Option<Position>,
     deferred: Vec<Deferred>,
@@ -520,6 +534,7 @@ impl<'a> Outputs<'a> {
             source,
             records: Vec::new(),
             store: None,
+            looked_up: None,
             marks: Vec::new(),
             position: None,
             deferred: Vec::new(),
@@ -554,13 +569,27 @@ impl<'a> Outputs<'a> {
         self
     }
 
+    /// With the store's answer for the key `id`, looked up ahead of this input's turn.
+    pub fn with_looked_up(mut self, looked_up: Option<(Id, bool)>) -> Outputs<'a> {
+        self.looked_up = looked_up;
+        self
+    }
+
     /// Whether the stage's idempotency `key` was done before (or is in flight). False without
     /// a store, and when the store is down (at-least-once, with a warning and a metric).
     pub async fn seen_key(&self, key: &str) -> bool {
         let Some((dedupe, metrics)) = self.store else {
             return false;
         };
-        match dedupe.seen(key_id(key)).await {
+        let id = key_id(key);
+        // In flight or marked here since the look-ahead (an earlier record of the batch) is
+        // known locally; otherwise the look-ahead's answer, or a round trip now.
+        let answer = match self.looked_up {
+            _ if dedupe.seen_locally(id) => Ok(true),
+            Some((looked, seen)) if looked == id => Ok(seen),
+            _ => dedupe.seen(id).await,
+        };
+        match answer {
             Ok(seen) => seen,
             Err(e) => {
                 metrics.dedupe_unavailable.inc();

@@ -222,10 +222,7 @@ impl RunningStage {
         codec: Arc<Codec>,
         dedupe: Dedupe,
     ) -> RunningStage {
-        let metrics = Arc::new(Metrics::with(|r| {
-            processor.register_metrics(r);
-            crate::metrics::SchemaVersions::register(r, P::GROUP.name(), codec.clone());
-        }));
+        let metrics = Arc::new(Metrics::for_stage(&processor, &codec, &dedupe));
         let health = Arc::new(Health::default());
         let parts = Parts {
             codec,
