@@ -89,6 +89,11 @@ pub struct Args {
         action = clap::ArgAction::Set
     )]
     pub publish_config: bool,
+    /// How long to wait at start for the brokers to answer (a refused login or TLS
+    /// handshake fails at once; anything else after this, with librdkafka's last connection
+    /// failure).
+    #[arg(long, env = "CONNECTOR_BROKER_WAIT_SECS", default_value_t = 30)]
+    pub broker_wait_secs: u64,
     /// Rows awaiting the broker's acknowledgement at most.
     #[arg(long, env = "CONNECTOR_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: usize,

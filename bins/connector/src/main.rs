@@ -35,6 +35,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &registered,
     )
     .await?;
+    // A refused login or an untrusted certificate fails here, with the settings to check,
+    // rather than as each row's message timeout.
+    let wait = Duration::from_secs(args.broker_wait_secs.max(1));
+    runtime::check_broker(&args.bootstrap_servers, &args.kafka, wait).await?;
     let producer: FutureProducer = runtime::secure_producer(&args.bootstrap_servers, &args.kafka)?;
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let source = Source {
@@ -93,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 display_name: None,
             },
         );
-        let read = ReadOptions::new(&args.bootstrap_servers);
+        let read = ReadOptions::new(&args.bootstrap_servers).secured(&args.kafka);
         let mut totals = Totals::default();
         let mut pass = 0;
         while (args.passes == 0 || pass < args.passes) && !*stop_rx.borrow() {

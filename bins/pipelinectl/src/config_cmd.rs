@@ -484,7 +484,7 @@ impl Ctx<'_> {
         ReadOptions {
             timeout: Duration::from_secs(self.opts.scan_secs.max(1)),
             idle: Duration::from_millis(self.opts.idle_ms),
-            ..ReadOptions::new(&self.global.bootstrap_servers)
+            ..ReadOptions::new(&self.global.bootstrap_servers).secured(&self.global.kafka)
         }
     }
 
@@ -560,7 +560,8 @@ impl Ctx<'_> {
                     .await
                     .map_err(|e| anyhow::anyhow!("registering the schema of {topic}: {e}"))?;
             }
-            let producer = runtime::producer(&self.global.bootstrap_servers)?;
+            let producer =
+                runtime::secure_producer(&self.global.bootstrap_servers, &self.global.kafka)?;
             Some(Publisher::new(producer, codec.clone(), source(), actor))
         };
         for p in &planned {

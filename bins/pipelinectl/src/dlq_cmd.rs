@@ -11,8 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use envelope::Codec;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    config::RDKafkaLogLevel,
+    Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer},
     error::KafkaError,
     message::{Header, Headers, OwnedHeaders},
@@ -271,18 +270,14 @@ impl Filters {
 }
 
 fn consumer(global: &Global, group: &str) -> anyhow::Result<BaseConsumer> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &global.bootstrap_servers)
+    global
+        .kafka_config()?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set(
-            "socket.timeout.ms",
-            (global.timeout().as_millis()).to_string(),
-        )
-        .set_log_level(RDKafkaLogLevel::Emerg);
-    c.create().context("Kafka consumer")
+        .create()
+        .context("Kafka consumer")
 }
 
 /// The partition count of `topic` on the broker.
@@ -705,12 +700,11 @@ async fn replay(global: &Global, a: &ReplayArgs) -> Result<(), Failure> {
 
     let mut first_error: Option<String> = None;
     if !a.dry_run {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &global.bootstrap_servers)
+        let producer: FutureProducer = global
+            .kafka_config()?
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", timeout.as_millis().to_string())
-            .set_log_level(RDKafkaLogLevel::Emerg)
             .create()
             .context("Kafka producer")?;
         let sends = records

@@ -17,6 +17,10 @@ pub struct Global {
         global = true
     )]
     pub bootstrap_servers: String,
+    /// How the Kafka clients connect and log in (TLS, SASL): the stages' settings and
+    /// environment (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`).
+    #[command(flatten)]
+    pub kafka: runtime::KafkaSecurity,
     /// Schema registry URL (defaults to topic-config.yaml's `schema_registry.url`).
     #[arg(
         long,
@@ -56,6 +60,18 @@ impl Global {
             Some(path) => TopicConfig::load(path).map_err(Into::into),
             None => Ok(TopicConfig::embedded().clone()),
         }
+    }
+
+    /// A Kafka client configuration for the broker: bootstrap servers, the security
+    /// settings, the global timeout on sockets, and no logging of librdkafka's own (commands
+    /// report failures themselves).
+    pub fn kafka_config(&self) -> Result<rdkafka::ClientConfig, runtime::settings::SettingsError> {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("socket.timeout.ms", self.timeout().as_millis().to_string())
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg);
+        self.kafka.apply(&mut c)?;
+        Ok(c)
     }
 
     /// The timeout for one broker or registry operation.

@@ -109,6 +109,12 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+impl From<runtime::settings::SettingsError> for Failure {
+    fn from(e: runtime::settings::SettingsError) -> Self {
+        Failure::Error(e.into())
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

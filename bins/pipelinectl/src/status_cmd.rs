@@ -8,8 +8,7 @@ use std::{
 };
 
 use rdkafka::{
-    ClientConfig, Offset, TopicPartitionList,
-    config::RDKafkaLogLevel,
+    Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
 };
@@ -60,23 +59,15 @@ pub(crate) enum BrokerError {
     /// A group's committed offsets could not be read.
     #[error("reading the committed offsets of group {group}: {error}")]
     Committed { group: String, error: KafkaError },
-}
-
-/// A client config for `global`'s broker that logs nothing on its own.
-pub(crate) fn kafka_config(global: &Global) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &global.bootstrap_servers)
-        .set(
-            "socket.timeout.ms",
-            (global.timeout().as_millis()).to_string(),
-        )
-        .set_log_level(RDKafkaLogLevel::Emerg);
-    c
+    /// The Kafka security settings do not fit together.
+    #[error(transparent)]
+    Settings(#[from] runtime::settings::SettingsError),
 }
 
 /// A consumer that never joins a group (assign, watermarks, committed offsets of `group`).
 pub(crate) fn consumer(global: &Global, group: &str) -> Result<BaseConsumer, BrokerError> {
-    kafka_config(global)
+    global
+        .kafka_config()?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

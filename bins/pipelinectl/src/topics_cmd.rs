@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
 use rdkafka::{
-    ClientConfig,
     admin::{
         AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
     },
     client::DefaultClientContext,
-    config::RDKafkaLogLevel,
     consumer::{BaseConsumer, Consumer},
 };
 use topics::{CleanupPolicy, Retention};
@@ -39,16 +37,9 @@ fn wanted(global: &Global) -> anyhow::Result<Vec<Wanted>> {
         .collect())
 }
 
-fn client_config(global: &Global) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &global.bootstrap_servers)
-        .set_log_level(RDKafkaLogLevel::Emerg);
-    c
-}
-
 /// Partition count of every topic on the broker, and the number of brokers.
 async fn broker_state(global: &Global) -> anyhow::Result<(BTreeMap<String, u32>, usize)> {
-    let consumer: BaseConsumer = client_config(global).create()?;
+    let consumer: BaseConsumer = global.kafka_config()?.create()?;
     let timeout = global.timeout();
     let bootstrap = global.bootstrap_servers.clone();
     tokio::task::spawn_blocking(move || {
@@ -66,7 +57,7 @@ async fn broker_state(global: &Global) -> anyhow::Result<(BTreeMap<String, u32>,
 }
 
 fn admin(global: &Global) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    client_config(global).create().context("admin client")
+    global.kafka_config()?.create().context("admin client")
 }
 
 /// `topics apply`.

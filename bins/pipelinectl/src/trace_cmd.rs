@@ -205,7 +205,8 @@ fn scan(
     let mut found = Vec::new();
     let mut last_error = None;
     if !open.is_empty() {
-        let consumer: BaseConsumer = status_cmd::kafka_config(global)
+        let consumer: BaseConsumer = global
+            .kafka_config()?
             .set(
                 "group.id",
                 format!("pipelinectl-trace-{}", std::process::id()),

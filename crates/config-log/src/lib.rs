@@ -60,6 +60,9 @@ pub enum ConfigLogError {
     /// The topic is not on the broker.
     #[error("topic {0} does not exist on the broker (`pipelinectl topics apply` creates it)")]
     Missing(String),
+    /// The Kafka security settings do not fit together.
+    #[error(transparent)]
+    Settings(runtime::settings::SettingsError),
     /// A Kafka call failed.
     #[error("{what}: {cause}")]
     Kafka {
@@ -201,16 +204,27 @@ pub struct ReadOptions {
     pub idle: Duration,
     /// At most this many records (more is [`ConfigLogError::Incomplete`]).
     pub max_records: usize,
+    /// How the reader connects and logs in (TLS, SASL), as the other clients of the caller.
+    pub security: runtime::KafkaSecurity,
 }
 
 impl ReadOptions {
-    /// Defaults for `bootstrap`: 30 s, 500 ms idle gap, a million records.
+    /// Defaults for `bootstrap`: 30 s, 500 ms idle gap, a million records, plaintext.
     pub fn new(bootstrap: &str) -> ReadOptions {
         ReadOptions {
             bootstrap: bootstrap.to_owned(),
             timeout: Duration::from_secs(30),
             idle: Duration::from_millis(500),
             max_records: 1_000_000,
+            security: runtime::KafkaSecurity::default(),
+        }
+    }
+
+    /// These options, connecting as `security` says.
+    pub fn secured(self, security: &runtime::KafkaSecurity) -> ReadOptions {
+        ReadOptions {
+            security: security.clone(),
+            ..self
         }
     }
 }
@@ -260,13 +274,19 @@ fn read_raw(options: &ReadOptions) -> Result<Vec<(i32, i64, Vec<u8>)>, ConfigLog
             .max(Duration::from_millis(100))
     };
     let kafka = |what: String| move |cause| ConfigLogError::Kafka { what, cause };
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &options.bootstrap)
         .set("group.id", "config-log-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set_log_level(RDKafkaLogLevel::Emerg)
+        .set_log_level(RDKafkaLogLevel::Emerg);
+    options
+        .security
+        .apply(&mut config)
+        .map_err(ConfigLogError::Settings)?;
+    let consumer: BaseConsumer = config
         .create()
         .map_err(kafka("Kafka consumer".to_owned()))?;
     let md = consumer

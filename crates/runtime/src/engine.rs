@@ -558,6 +558,87 @@ pub async fn run_stage<P: Processor>(
     Ok(())
 }
 
+/// The context of [`check_broker`]'s client: a refusal as a stage's consumer notes it, and
+/// librdkafka's last connection failure (its `FAIL` log line), which says why nothing
+/// answered when no refusal came.
+struct Watch {
+    ctx: Ctx,
+    last_failure: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.ctx.error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "FAIL"
+            && let Ok(mut last) = self.last_failure.lock()
+        {
+            *last = Some(log_message.to_owned());
+        }
+        // Reported once, in the error below, instead of at every reconnection.
+        tracing::debug!(target: "librdkafka", ?level, fac, "{log_message}");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Watch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// Connect to the brokers at `bootstrap` as `security` says and wait up to `timeout` for
+/// their metadata. An error names why not: the broker refused the login or the TLS handshake
+/// failed (the message a stage stops with), or nothing answered in time, with librdkafka's
+/// last connection failure (e.g. `SSL handshake failed: … certificate verify failed`). A
+/// producer alone retries each record until its message timeout and reports a timeout: the
+/// connector calls this before producing, so wrong settings fail at start and say why.
+pub async fn check_broker(
+    bootstrap: &str,
+    security: &KafkaSecurity,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    security.apply(&mut config)?;
+    let health = Arc::new(Health::default());
+    let client: rdkafka::producer::BaseProducer<Watch> = config.create_with_context(Watch {
+        ctx: Ctx {
+            health: health.clone(),
+        },
+        last_failure: Mutex::new(None),
+    })?;
+    let (bootstrap, security) = (bootstrap.to_owned(), security.clone());
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Polling serves the callbacks, which note a refusal.
+            client.poll(Duration::ZERO);
+            if let Some(refusal) = health.refusal.get() {
+                anyhow::bail!("{}", refused(&security, refusal));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let metadata = rdkafka::producer::Producer::client(&client)
+                .fetch_metadata(None, left.min(Duration::from_millis(500)));
+            match metadata {
+                Ok(_) => return Ok(()),
+                Err(e) if left.is_zero() => {
+                    let last = rdkafka::producer::Producer::context(&client).last_failure.lock().ok().and_then(|l| l.clone());
+                    let why = last.map_or_else(String::new, |l| format!("; the last connection failed: {l}"));
+                    anyhow::bail!(
+                        "cannot reach the Kafka broker at {bootstrap} within {timeout:?} ({e}){why}; \
+                         check KAFKA_BOOTSTRAP_SERVERS and, over TLS, KAFKA_SECURITY_PROTOCOL and \
+                         KAFKA_SSL_CA_LOCATION"
+                    )
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    })
+    .await?
+}
+
 /// Why a stage stops when the broker turned it away: for a refused login who tried to log
 /// in, how, and what to check (never the password); for a failed TLS handshake librdkafka's
 /// reason and the settings that decide it.

@@ -26,7 +26,7 @@ mod txn;
 
 use std::{sync::Arc, time::Duration};
 
-pub use engine::{Health, Parts, producer, run_stage, secure_producer};
+pub use engine::{Health, Parts, check_broker, producer, run_stage, secure_producer};
 use envelope::{Codec, RegistryClient, Source};
 pub use processor::{
     Deferred, Input, Late, OutRecord, Outputs, Pending, Position, ProcessError, Processor,

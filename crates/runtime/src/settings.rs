@@ -268,13 +268,15 @@ impl SettingsError {
 }
 
 /// How Kafka clients connect and log in; applied to every client the runtime builds (the
-/// stage's consumer and producer, the connector's producer).
+/// stage's consumer and producer, the connector's producer) and `pipelinectl`'s. Global, so
+/// that `pipelinectl` takes them before or after its command.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct KafkaSecurity {
     /// Kafka security protocol: plaintext, ssl (TLS, mutual with a client certificate),
     /// sasl_plaintext, or sasl_ssl (SASL login over TLS).
     #[arg(
         long,
+        global = true,
         env = "KAFKA_SECURITY_PROTOCOL",
         value_enum,
         ignore_case = true,
@@ -285,6 +287,7 @@ pub struct KafkaSecurity {
     /// Strimzi's `scram-sha-512` KafkaUsers use).
     #[arg(
         long,
+        global = true,
         env = "KAFKA_SASL_MECHANISM",
         value_enum,
         ignore_case = true,
@@ -292,24 +295,34 @@ pub struct KafkaSecurity {
     )]
     pub kafka_sasl_mechanism: SaslMechanism,
     /// SASL user name (a Strimzi KafkaUser's name).
-    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    #[arg(long, global = true, env = "KAFKA_SASL_USERNAME")]
     pub kafka_sasl_username: Option<String>,
     /// SASL password. Set it through the environment (a Kubernetes Secret): a flag's value
     /// shows in the process list. Never printed or logged.
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
     pub kafka_sasl_password: Option<Secret>,
     /// CA certificate file (PEM) that signed the brokers' certificates, e.g. Strimzi's
     /// `<cluster>-cluster-ca-cert` `ca.crt`; the system's CAs when unset.
-    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    #[arg(long, global = true, env = "KAFKA_SSL_CA_LOCATION")]
     pub kafka_ssl_ca_location: Option<PathBuf>,
     /// Client certificate file (PEM) for mutual TLS, e.g. a Strimzi `tls` user's `user.crt`.
-    #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION")]
+    #[arg(long, global = true, env = "KAFKA_SSL_CERTIFICATE_LOCATION")]
     pub kafka_ssl_certificate_location: Option<PathBuf>,
     /// Client private key file (PEM) for mutual TLS, e.g. a Strimzi `tls` user's `user.key`.
-    #[arg(long, env = "KAFKA_SSL_KEY_LOCATION")]
+    #[arg(long, global = true, env = "KAFKA_SSL_KEY_LOCATION")]
     pub kafka_ssl_key_location: Option<PathBuf>,
     /// Password of an encrypted client key. Never printed or logged.
-    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SSL_KEY_PASSWORD",
+        hide_env_values = true
+    )]
     pub kafka_ssl_key_password: Option<Secret>,
 }
 

@@ -52,6 +52,15 @@ where
 
 /// Create adpipe topics with their configured partitions, each with its `.dlq` side topic.
 pub async fn create_stage_topics(bootstrap: &str, topics: &[topics::Topic]) -> anyhow::Result<()> {
+    create_stage_topics_with(&client_config(bootstrap), topics).await
+}
+
+/// [`create_stage_topics`] through clients built from `config` (a broker behind TLS or a
+/// login: [`crate::Broker::client_config`]).
+pub async fn create_stage_topics_with(
+    config: &ClientConfig,
+    topics: &[topics::Topic],
+) -> anyhow::Result<()> {
     let mut all: Vec<(String, i32)> = Vec::new();
     for t in topics {
         let partitions = i32::try_from(t.spec().partitions).context("partitions fit i32")?;
@@ -59,13 +68,20 @@ pub async fn create_stage_topics(bootstrap: &str, topics: &[topics::Topic]) -> a
         all.push((t.dlq(), partitions));
     }
     let refs: Vec<(&str, i32)> = all.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    create_topics(bootstrap, &refs).await
+    create_topics_with(config, &refs).await
 }
 
 /// Create `topics` (name, partitions) with replication 1 and wait until metadata shows them.
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(bootstrap).create().context("admin client")?;
+    create_topics_with(&client_config(bootstrap), topics).await
+}
+
+/// [`create_topics`] through clients built from `config`.
+pub async fn create_topics_with(
+    config: &ClientConfig,
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config.create().context("admin client")?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -82,7 +98,7 @@ pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::R
             bail!("creating {topic}: {code}");
         }
     }
-    let consumer: BaseConsumer = client_config(bootstrap).create()?;
+    let consumer: BaseConsumer = config.create()?;
     let names: Vec<(String, usize)> = topics
         .iter()
         .map(|(n, p)| ((*n).to_owned(), *p as usize))

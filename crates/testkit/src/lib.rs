@@ -21,9 +21,9 @@ mod tls;
 pub use broker::{Broker, Storage, free_port, repo_root};
 pub use cut::CutProxy;
 pub use kafka::{
-    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics, create_topics,
-    end_offsets, header, produce_in_order, read_records, read_records_with, rewind_group,
-    wait_until,
+    TANSU_CLIENT_DEFAULTS, client_config, committed_offsets, create_stage_topics,
+    create_stage_topics_with, create_topics, create_topics_with, end_offsets, header,
+    produce_in_order, read_records, read_records_with, rewind_group, wait_until,
 };
 pub use metrics::{counter, counter_total, counter_with_labels, samples};
 pub use mock::MockBroker;
