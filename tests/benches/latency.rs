@@ -25,8 +25,8 @@ use envelope::{
     payload::{
         alerts::Alert,
         bronze::CleanedRow,
-        common::{Actor, ActorType, Comparator, DspType, Metric, Severity},
-        config::{ConfigChange, ConfigItem, ConfigOp, RuleDefinition},
+        common::{Comparator, DspType, Metric, Severity},
+        config::{ConfigChange, ConfigItem, RuleDefinition},
         gold::AggregateReady,
         raw::RawReport,
         silver::ProcessedRow,
@@ -112,20 +112,8 @@ async fn one_hop(bed: &TestBed, rate: f64, n: usize) -> Vec<f64> {
         .expect("reader")
 }
 
-fn user() -> Actor {
-    Actor {
-        actor_type: ActorType::User,
-        actor_id: "bench".into(),
-        display_name: None,
-    }
-}
-
 /// Each org's in-app channel and a rule on any spend that notifies it.
 fn config(orgs: i64) -> Vec<Event<ConfigChange>> {
-    let source = Source {
-        service: "pipelinectl".into(),
-        instance: "bench".into(),
-    };
     let mut out = Vec::new();
     for org in 1..=orgs {
         let channel = connector::sim::inbox();
@@ -142,29 +130,11 @@ fn config(orgs: i64) -> Vec<Event<ConfigChange>> {
             enabled: true,
             campaign_id: None,
         };
-        for (key, change) in [
-            (
-                format!("channel/{}", channel.channel_id),
-                ConfigItem::ChannelDefinition(channel),
-            ),
-            (
-                format!("rule/{}", rule.rule_id),
-                ConfigItem::RuleDefinition(rule),
-            ),
-        ] {
-            out.push(Event::new(
-                org,
-                source.clone(),
-                ConfigChange {
-                    key,
-                    version: 1,
-                    op: ConfigOp::Upsert,
-                    actor: user(),
-                    reason: Some("latency benchmark".into()),
-                    change,
-                },
-            ));
-        }
+        out.push(testbed::config_event(
+            org,
+            ConfigItem::ChannelDefinition(channel),
+        ));
+        out.push(testbed::config_event(org, ConfigItem::RuleDefinition(rule)));
     }
     out
 }

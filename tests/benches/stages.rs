@@ -5,8 +5,8 @@
 //! drains; and one stage run as two instances of its group against one.
 //!
 //! The backlogs chain: simulated DSP rows for bronze, bronze's outputs for silver, silver's
-//! for gold; the rule evaluator and the audit writer get generated aggregates and audit
-//! events. Stages run their release binaries (`cargo build --profile bench --bins`, which
+//! for gold; the rule evaluator, the notification sender and the audit writer get generated
+//! aggregates, alerts (each to its org's in-app inbox) and audit events. Stages run their release binaries (`cargo build --profile bench --bins`, which
 //! `make bench` does first) with Redis dedupe, as in production.
 //!
 //! `cargo bench -p pipeline-tests --bench stages` (`make bench`). `BENCH_ROWS` sets the raw
@@ -22,8 +22,10 @@ use envelope::{
     payload::{
         audit::{AuditCategory, AuditEvent, Outcome},
         common::{Actor, ActorType, DspType, EntityRef, EntityType},
+        config::ConfigItem,
     },
 };
+use notification_sender::fixtures;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use testbed::TestBed;
 use testkit::{
@@ -108,6 +110,7 @@ impl Bench {
             ("GOLD_DATABASE_URL", db.clone()),
             ("GOLD_FLUSH_INTERVAL_SECS", "0".to_owned()),
             ("RULES_DATABASE_URL", db.clone()),
+            ("NOTIFY_DATABASE_URL", db.clone()),
             ("AUDIT_DATABASE_URL", db),
         ]);
         env
@@ -317,6 +320,39 @@ fn main() {
                 .await;
             bench
                 .stage("rule-evaluator", Topic::GoldDataReady, aggregates)
+                .await;
+        }
+
+        // Alerts for the notification sender, each to its org's in-app inbox: the channels
+        // are applied by a first run of the sender, then the alerts are filled for a second.
+        if run("notification-sender") {
+            const ORGS: i64 = 50;
+            let inboxes = (1..=ORGS).map(|org| {
+                testbed::config_event(org, ConfigItem::ChannelDefinition(connector::sim::inbox()))
+            });
+            bench.bed.fill(inboxes.collect::<Vec<_>>()).await;
+            let mut first = bench.spawn("notification-sender", 9);
+            let schema = &bench.bed.schema;
+            testkit::wait_until(
+                Duration::from_secs(120),
+                "every org's inbox applied",
+                || async { schema.count("notify_channels").await == Some(ORGS) },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", first.log()));
+            first
+                .terminate(Duration::from_secs(30))
+                .await
+                .expect("the sender stops on SIGTERM");
+            let alerts = rows / 5;
+            bench
+                .bed
+                .fill(
+                    (0..alerts).map(|i| fixtures::alert(i as i64 % ORGS + 1, i as i64, &["inbox"])),
+                )
+                .await;
+            bench
+                .stage("notification-sender", Topic::RulesAlertsTriggered, alerts)
                 .await;
         }
 

@@ -1,9 +1,11 @@
 //! Load: a seeded simulator run of about 1,000,000 raw rows (`ADPIPE_RELIABILITY_ROWS`; 20
 //! orgs, 250 campaigns each, as many report days as the number needs, 5 % bad rows of every
 //! kind) goes through the release binaries connector → bronze → silver → gold → rule
-//! evaluator, and the audit-writer, on one Tansu broker, the project's registry and PostgreSQL (the connector
-//! publishes no bookings: 5,000 of them take minutes of their own; the CRM rows carry
-//! bookings into gold). Every 5 s the test prints each stage's resident memory (from /proc),
+//! evaluator → notification sender, and the audit-writer, on one Tansu broker, the project's
+//! registry and PostgreSQL (the connector publishes no bookings: 5,000 of them take minutes
+//! of their own; the CRM rows carry bookings into gold; each org's in-app inbox is filled
+//! into `config.changes` before the stages start, and the built-in rules' alerts, which name
+//! no channel, go to every channel of their org). Every 5 s the test prints each stage's resident memory (from /proc),
 //! its processed count and its group's lag (end minus committed offsets of its inputs;
 //! Tansu's end offsets read low, so this lag does too). At the end nothing is lost or doubled:
 //!
@@ -17,6 +19,8 @@
 //!   `silver.data.processed` (passed and warned delivery rows, the last per silver dedupe key);
 //! - the rule evaluator evaluated every aggregate gold produced once (its processed count
 //!   equals gold's produced records, none skipped as duplicates);
+//! - the notification sender delivered every alert once, to its org's inbox: one sent
+//!   delivery and one in-app row per alert;
 //! - no stage dead-lettered anything else, and every stage still runs.
 //!
 //! Long: `make test-reliability` builds the release binaries and runs it; not part of
@@ -33,6 +37,7 @@ use envelope::{
     Event,
     payload::{
         common::EntityType,
+        config::ConfigItem,
         silver::{ProcessedRow, QualityVerdict},
     },
 };
@@ -50,11 +55,12 @@ use testkit::{
 use topics::{ConsumerGroup, Topic};
 
 /// The stages, and their consumer groups.
-const STAGES: [(&str, &str); 5] = [
+const STAGES: [(&str, &str); 6] = [
     ("bronze", "bronze-processor"),
     ("silver", "silver-processor"),
     ("gold", "gold-processor"),
     ("rule-evaluator", "rule-evaluator"),
+    ("notification-sender", "notification-sender"),
     ("audit-writer", "audit-writer"),
 ];
 const ORGS: u32 = 20;
@@ -292,7 +298,17 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     let mut env = bed.stage_env();
     env.push(("GOLD_DATABASE_URL", db.clone()));
     env.push(("RULES_DATABASE_URL", db.clone()));
+    env.push(("NOTIFY_DATABASE_URL", db.clone()));
     env.push(("AUDIT_DATABASE_URL", db));
+    // Each org's in-app inbox, where its alerts go.
+    bed.fill(
+        (1..=i64::from(ORGS))
+            .map(|org| {
+                testbed::config_event(org, ConfigItem::ChannelDefinition(connector::sim::inbox()))
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let started = Instant::now();
     let mut procs: Vec<StageProcess> = STAGES
         .iter()
@@ -517,13 +533,15 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     };
     let (gold_produced, rules) = (stage_counters("gold")[4], stage_counters("rule-evaluator"));
     let alerts = rules[4];
+    // The evaluator also reads `config.changes`: the orgs' inboxes (which it ignores).
+    let evaluated = rules[0] - f64::from(ORGS);
     eprintln!(
-        "rule-evaluator: {:.0} aggregates evaluated of {gold_produced:.0} produced by gold, \
-         {:.0} skipped as duplicates, {alerts:.0} alerts",
-        rules[0], rules[2]
+        "rule-evaluator: {evaluated:.0} aggregates evaluated of {gold_produced:.0} produced by \
+         gold, {:.0} skipped as duplicates, {alerts:.0} alerts",
+        rules[2]
     );
     assert!(gold_produced > 0.0, "gold produced aggregates");
-    assert_eq!(rules[0], gold_produced, "every aggregate evaluated");
+    assert_eq!(evaluated, gold_produced, "every aggregate evaluated");
     assert_eq!(rules[2], 0.0, "no aggregate delivered twice");
 
     // 5. The audit trail: each dropped duplicate and each quarantined row once.
@@ -551,7 +569,48 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
         "each quarantined row audited once"
     );
 
-    // 6. Gold: per org, campaign, line item and day, the sums of silver's rows.
+    // 6. The notification sender: every alert (and each org's inbox change) processed, each
+    // alert delivered once to its org's inbox.
+    let sender = stage_counters("notification-sender");
+    let count = |sql: String| {
+        let pg = &pg;
+        async move {
+            pg.query_one(&sql, &[])
+                .await
+                .expect("notification count")
+                .get::<_, i64>(0)
+        }
+    };
+    let sent = count(format!(
+        "SELECT count(*) FROM \"{schema}\".notify_deliveries WHERE status = 'sent'"
+    ))
+    .await;
+    let in_app = count(format!(
+        "SELECT count(DISTINCT (org_id, alert_id, state)) FROM \"{schema}\".notify_in_app"
+    ))
+    .await;
+    let in_app_rows = count(format!("SELECT count(*) FROM \"{schema}\".notify_in_app")).await;
+    eprintln!(
+        "notification-sender: {:.0} records processed, {sent} deliveries sent, {in_app_rows} \
+         in-app notifications for {alerts:.0} alerts",
+        sender[0]
+    );
+    assert!(alerts > 0.0, "the rules raised alerts");
+    assert_eq!(
+        sender[0],
+        alerts + f64::from(ORGS),
+        "every alert and inbox processed"
+    );
+    assert_eq!(sender[2], 0.0, "no alert delivered twice");
+    assert_eq!(sent as f64, alerts, "one sent delivery per alert");
+    // An alert's firing and its resolution share its id: one row per id and state.
+    assert_eq!(
+        in_app_rows as f64, alerts,
+        "one in-app row per alert record"
+    );
+    assert_eq!(in_app, in_app_rows, "no alert state notified twice");
+
+    // 7. Gold: per org, campaign, line item and day, the sums of silver's rows.
     let gold: BTreeMap<DayKey, (i64, i64, i64, i128, i64)> = pg
         .query(
             &format!(

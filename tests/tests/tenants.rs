@@ -17,10 +17,10 @@ use std::{
 
 use chrono::{Days, Utc};
 use envelope::{
-    Date, Event, Money, Source,
+    Date, Event, Money,
     payload::{
         alerts::{Alert, AlertState},
-        common::{Actor, ActorType, Booking, Comparator, Metric},
+        common::{Booking, Comparator, Metric},
         config::{ChannelDefinition, ChannelKind, ConfigChange, ConfigItem, ConfigOp},
         gold::{AggregateReady, Grain},
     },
@@ -80,32 +80,9 @@ fn money(cents: i64) -> Money {
     Money::from_unscaled(cents).expect("money")
 }
 
-fn config(org: i64, key: String, change: ConfigItem) -> Event<ConfigChange> {
-    Event::new(
-        org,
-        Source {
-            service: "pipelinectl".into(),
-            instance: "tenants".into(),
-        },
-        ConfigChange {
-            key,
-            version: 1,
-            op: ConfigOp::Upsert,
-            actor: Actor {
-                actor_type: ActorType::User,
-                actor_id: "am-1".into(),
-                display_name: None,
-            },
-            reason: None,
-            change,
-        },
-    )
-}
-
 fn booking(org: i64, campaign: &str, n: Numbers, day: Date) -> Event<ConfigChange> {
-    config(
+    testbed::config_event(
         org,
-        format!("booking/{campaign}"),
         ConfigItem::Booking(Booking {
             campaign_id: campaign.into(),
             line_item_id: None,
@@ -121,9 +98,8 @@ fn booking(org: i64, campaign: &str, n: Numbers, day: Date) -> Event<ConfigChang
 
 /// Org `org`'s in-app channel `inbox`, for audience `audience`.
 fn inbox(org: i64, audience: &str) -> Event<ConfigChange> {
-    config(
+    testbed::config_event(
         org,
-        "channel/inbox".into(),
         ConfigItem::ChannelDefinition(ChannelDefinition {
             channel_id: "inbox".into(),
             kind: ChannelKind::InApp,

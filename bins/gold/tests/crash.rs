@@ -10,10 +10,10 @@ use std::{
 
 use chrono::{Days, Utc};
 use envelope::{
-    Date, Event, Money, Source, Timestamp,
+    Date, Event, Money, Timestamp,
     payload::{
-        common::{Actor, ActorType, Booking},
-        config::{ConfigChange, ConfigItem, ConfigOp},
+        common::Booking,
+        config::{ConfigChange, ConfigItem},
         gold::{AggregateReady, Grain, Trigger},
         silver::{ProcessedRow, QualityVerdict},
     },
@@ -36,13 +36,6 @@ fn today() -> Date {
 
 fn days_ago(n: u64) -> Date {
     Date(today().0 - Days::new(n))
-}
-
-fn source(service: &str) -> Source {
-    Source {
-        service: service.into(),
-        instance: "crash-test".into(),
-    }
 }
 
 /// One delivery row; values vary with `seed` so a correction differs from its original.
@@ -79,22 +72,7 @@ fn booking(org: i64, c: usize) -> Event<ConfigChange> {
         flight_end: Date(today().0 + Days::new(20)),
         currency: Some("USD".into()),
     };
-    Event::new(
-        org,
-        source("pipelinectl"),
-        ConfigChange {
-            key: format!("booking/c{c}"),
-            version: 1,
-            op: ConfigOp::Upsert,
-            actor: Actor {
-                actor_type: ActorType::User,
-                actor_id: "am-1".into(),
-                display_name: None,
-            },
-            reason: None,
-            change: ConfigItem::Booking(b),
-        },
-    )
+    testbed::config_event(org, ConfigItem::Booking(b))
 }
 
 /// Per (org, campaign, day): impressions, clicks, conversions, spend, rows — from the final

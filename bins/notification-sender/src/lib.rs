@@ -9,6 +9,7 @@
 //! peers are reached in [`send`], the state lives behind [`store`], and [`stage`] ties them
 //! together as a `runtime::Processor`.
 
+pub mod fixtures;
 pub mod key;
 pub mod metrics;
 pub mod ratelimit;

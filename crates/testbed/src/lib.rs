@@ -214,3 +214,35 @@ pub async fn fill_events<P: Payload, E: Borrow<Event<P>>>(
         .collect();
     testkit::bench::fill(bootstrap, P::TOPIC.name(), &records).await;
 }
+
+/// Version 1 of `item` for `org`, upserted by account manager `am-1` through `pipelinectl`,
+/// under the item's key (`booking/<campaign>`, `channel/<id>`, …): the configuration a test
+/// or benchmark fills into `config.changes`.
+pub fn config_event(
+    org: i64,
+    item: envelope::payload::config::ConfigItem,
+) -> Event<envelope::payload::config::ConfigChange> {
+    use envelope::payload::{
+        common::{Actor, ActorType},
+        config::{ConfigChange, ConfigOp},
+    };
+    Event::new(
+        org,
+        envelope::Source {
+            service: "pipelinectl".into(),
+            instance: "test".into(),
+        },
+        ConfigChange {
+            key: config_log::key_of(&item),
+            version: 1,
+            op: ConfigOp::Upsert,
+            actor: Actor {
+                actor_type: ActorType::User,
+                actor_id: "am-1".into(),
+                display_name: None,
+            },
+            reason: None,
+            change: item,
+        },
+    )
+}

@@ -20,10 +20,9 @@ use testbed::TestBed;
 use testkit::StageProcess;
 
 use envelope::{
-    Event, Id, Ratio, Source, Timestamp,
+    Event, Source,
     payload::{
-        alerts::{Alert, AlertState},
-        common::{Actor, ActorType, Comparator, EntityRef, EntityType, Metric, Severity},
+        common::{Actor, ActorType},
         config::{ChannelDefinition, ChannelKind, ConfigChange, ConfigItem, ConfigOp},
     },
 };
@@ -81,38 +80,8 @@ pub(crate) fn channel(
     })
 }
 
-pub(crate) fn alert(org: i64, n: i64, channels: &[&str]) -> Event<Alert> {
-    Event::new(
-        org,
-        source("rule-evaluator"),
-        Alert {
-            alert_id: Id::new(),
-            rule_id: format!("rule-{n}"),
-            rule_name: "Pacing below 80 %".into(),
-            state: AlertState::Firing,
-            severity: Severity::Warning,
-            metric: Metric::PacingRate,
-            comparator: Comparator::Lt,
-            threshold: Ratio::from_unscaled(800_000).expect("ratio"),
-            observed: Some(Ratio::from_unscaled(700_000 + n).expect("ratio")),
-            baseline: None,
-            window: "flight".into(),
-            entity: EntityRef {
-                entity_type: EntityType::Campaign,
-                entity_id: format!("c{n}"),
-                name: None,
-            },
-            campaign_id: format!("c{n}"),
-            period_label: "2026-11".into(),
-            dedupe_key: format!("{org}/rule-{n}/c{n}"),
-            cooldown_seconds: 3_600,
-            fired_at: Timestamp::from_millis(1_795_000_000_000 + n * 1_000).expect("time"),
-            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
-            message: format!("Pacing {n} is below 80 %"),
-            gold_event_id: Id::new(),
-        },
-    )
-}
+#[allow(unused_imports)] // not every test binary sends alerts
+pub(crate) use notification_sender::fixtures::alert;
 
 /// How the binary runs on a test bed: its environment and its log file.
 pub(crate) struct Env {
