@@ -68,14 +68,7 @@ async fn the_connector_produces_over_tls_and_stops_before_its_first_row_on_an_un
         .await
         .expect("registry");
 
-    let trusted = [
-        ("KAFKA_SECURITY_PROTOCOL", "ssl".to_owned()),
-        (
-            "KAFKA_SSL_CA_LOCATION",
-            front.ca_location().display().to_string(),
-        ),
-    ];
-    let out = connector(&b, &registry, &trusted).await;
+    let out = connector(&b, &registry, &front.client_env()).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // 2 orgs × 2 campaigns × 2 days of one DSP, and its configuration before them.
     const ROWS: usize = 8;

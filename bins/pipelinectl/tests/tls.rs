@@ -71,13 +71,7 @@ async fn pipelinectl_speaks_tls_with_the_stages_settings_and_fails_without_the_c
     let registry = schema_registry::spawn_local(dir.path())
         .await
         .expect("registry");
-    let tls = [
-        ("KAFKA_SECURITY_PROTOCOL", "ssl".to_owned()),
-        (
-            "KAFKA_SSL_CA_LOCATION",
-            front.ca_location().display().to_string(),
-        ),
-    ];
+    let tls = front.client_env();
 
     // Admin client: create every topic, then find no drift.
     let applied = ctl(&b, &registry, &["topics", "apply"], &tls).await;

@@ -101,6 +101,15 @@ impl TlsFront {
         &self.ca
     }
 
+    /// The environment of a binary (a stage, the connector, pipelinectl) that speaks TLS to
+    /// this front and trusts its certificate.
+    pub fn client_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("KAFKA_SECURITY_PROTOCOL", "ssl".to_owned()),
+            ("KAFKA_SSL_CA_LOCATION", self.ca.display().to_string()),
+        ]
+    }
+
     /// Connections whose TLS handshake completed so far.
     pub fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::SeqCst)
