@@ -624,8 +624,11 @@ pub async fn check_broker(
             match metadata {
                 Ok(_) => return Ok(()),
                 Err(e) if left.is_zero() => {
-                    let last = rdkafka::producer::Producer::context(&client).last_failure.lock().ok().and_then(|l| l.clone());
-                    let why = last.map_or_else(String::new, |l| format!("; the last connection failed: {l}"));
+                    let watch = rdkafka::producer::Producer::context(&client);
+                    let last = watch.last_failure.lock().ok().and_then(|l| l.clone());
+                    let why = last.map_or_else(String::new, |l| {
+                        format!("; the last connection failed: {l}")
+                    });
                     anyhow::bail!(
                         "cannot reach the Kafka broker at {bootstrap} within {timeout:?} ({e}){why}; \
                          check KAFKA_BOOTSTRAP_SERVERS and, over TLS, KAFKA_SECURITY_PROTOCOL and \
