@@ -240,7 +240,7 @@ async fn scaling(bench: &Bench, stage: &'static str, rows: usize) -> (Duration, 
         });
         // Timed from the fill's start: the instances consume while it produces, so a timer
         // started at their first record (as `drain`'s) may start late and overstate the rate.
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         bench
             .bed
             .fill(raw_rows(rows, run_seed() + round as u64))
