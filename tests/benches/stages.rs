@@ -6,8 +6,9 @@
 //!
 //! The backlogs chain: simulated DSP rows for bronze, bronze's outputs for silver, silver's
 //! for gold; the rule evaluator, the notification sender and the audit writer get generated
-//! aggregates, alerts (each to its org's in-app inbox) and audit events. Stages run their release binaries (`cargo build --profile bench --bins`, which
-//! `make bench` does first) with Redis dedupe, as in production.
+//! aggregates, alerts (each to its org's in-app inbox) and audit events. Stages run their
+//! release binaries (`cargo build --profile bench --bins`, which `make bench` does first)
+//! with Redis dedupe, as in production.
 //!
 //! `cargo bench -p pipeline-tests --bench stages` (`make bench`). `BENCH_ROWS` sets the raw
 //! rows of the chain (default 100,000); `BENCH_REPORT=<file>` appends the figures as
