@@ -153,6 +153,8 @@ async fn orgs_with_identical_ids_never_see_each_others_data_alerts_or_notificati
         NotificationSender::new(NotifySettings {
             database_url: schema.url(),
             database_connections: 2,
+            commit_linger_ms: 5,
+            commit_max_writes: 1000,
             smtp_url: "smtp://127.0.0.1:9".into(),
             smtp_from: "adpipe <alerts@adpipe.invalid>".into(),
             secrets_dir: bed.dir.path().to_owned(),

@@ -2,12 +2,19 @@
 //! tombstones), one delivery row per idempotency key (sent or failed, attempts, last error)
 //! and the in-app notifications. Migrated at start with its own history table, so it can
 //! share a database with the other adpipe stores.
+//!
+//! In-app notifications are group-committed ([`pgstore::Lanes`], picked by alert
+//! partition): an alert's rows join its lane's open transaction and the alert completes on
+//! the returned [`Ticket`], so many alerts share one WAL flush. Their statements are
+//! idempotent (one row per key, `sent` never downgraded), which is what the lane's replay of
+//! a lost transaction needs. Everything else — channels, reads, the outcomes of remote
+//! deliveries, recorded the moment the peer answered — is autocommit.
 
 use std::{collections::HashSet, sync::Arc};
 
 use envelope::payload::config::{ChannelDefinition, ChannelKind};
 pub use pgstore::StoreError;
-use pgstore::{Live, Pool, Prepared};
+use pgstore::{GroupCommit, Lanes, Live, Param, Pool, Prepared, Ticket};
 use tokio_postgres::{Client, Statement, types::ToSql};
 use uuid::Uuid;
 
@@ -63,19 +70,27 @@ pub struct DeliveryRef<'a> {
     pub kind: ChannelKind,
 }
 
-/// An in-app notification.
+/// An in-app notification with its delivery: written after the alert's turn (so owned).
 #[derive(Debug, Clone)]
-pub struct InApp<'a> {
+pub struct InApp {
+    /// The idempotency key.
+    pub key: Uuid,
+    /// Org.
+    pub org_id: i64,
+    /// Alert.
+    pub alert_id: Uuid,
+    /// Channel id.
+    pub channel_id: String,
     /// Who sees it (the channel's target).
-    pub audience: &'a str,
+    pub audience: String,
     /// `firing` or `resolved`.
-    pub state: &'a str,
+    pub state: &'static str,
     /// Severity.
-    pub severity: &'a str,
+    pub severity: &'static str,
     /// Title.
-    pub title: &'a str,
+    pub title: String,
     /// Text.
-    pub message: &'a str,
+    pub message: String,
 }
 
 /// Statements prepared once per connection.
@@ -95,20 +110,24 @@ impl Prepared for Statements {
     }
 }
 
-/// The PostgreSQL store: a few connections, each used by the input partitions that map to
-/// it (statements from different partitions pipeline on one connection).
+/// The PostgreSQL store: a few autocommit connections, each used by the input partitions
+/// that map to it (statements from different partitions pipeline on one connection), and
+/// as many group-commit lanes for the in-app notifications.
 #[derive(Debug)]
 pub struct NotifyStore {
     url: String,
     pool: Pool<Statements>,
+    lanes: Lanes<Statements>,
 }
 
 impl NotifyStore {
-    /// A store on `url` with `connections` connections (at least 1); nothing is connected yet.
-    pub fn new(url: &str, connections: usize) -> NotifyStore {
+    /// A store on `url`: `group.lanes` autocommit connections and as many group-commit lanes;
+    /// nothing is connected yet.
+    pub fn new(url: &str, group: GroupCommit) -> NotifyStore {
         NotifyStore {
             url: url.to_owned(),
-            pool: Pool::new("notify", url, connections),
+            pool: Pool::new("notify", url, group.lanes),
+            lanes: Lanes::new("notify", url, group),
         }
     }
 
@@ -171,17 +190,18 @@ impl NotifyStore {
             .collect()
     }
 
-    /// Which of org `org_id`'s `keys` were delivered (status `sent`).
+    /// The keys of alert `alert_id` (of org `org_id`) delivered so far (status `sent`):
+    /// every channel's and state's.
     pub async fn sent(
         &self,
         partition: i32,
         org_id: i64,
-        keys: &[Uuid],
+        alert_id: Uuid,
     ) -> Result<HashSet<Uuid>, StoreError> {
         let live = self.live(partition).await?;
         let rows = live
             .client
-            .query(&live.stmts.sent, &[&org_id, &keys])
+            .query(&live.stmts.sent, &[&org_id, &alert_id])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -226,29 +246,24 @@ impl NotifyStore {
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
-    /// Store an in-app notification (once per key) and record delivery `d` as sent, in one
-    /// statement.
-    pub async fn deliver_in_app(
-        &self,
-        partition: i32,
-        d: DeliveryRef<'_>,
-        n: &InApp<'_>,
-    ) -> Result<(), StoreError> {
-        let live = self.live(partition).await?;
-        let params: [&(dyn ToSql + Sync); 10] = [
-            &d.key,
-            &d.org_id,
-            &d.alert_id,
-            &d.channel_id,
-            &d.kind.as_str(),
-            &n.audience,
-            &n.state,
-            &n.severity,
-            &n.title,
-            &n.message,
+    /// Store an in-app notification (once per key) and record its delivery as sent, in one
+    /// statement in the lane of `partition`; durable once the returned ticket resolves.
+    pub async fn deliver_in_app(&self, partition: i32, n: &InApp) -> Result<Ticket, StoreError> {
+        let params: Vec<Param> = vec![
+            Box::new(n.key),
+            Box::new(n.org_id),
+            Box::new(n.alert_id),
+            Box::new(n.channel_id.clone()),
+            Box::new(ChannelKind::InApp.as_str()),
+            Box::new(n.audience.clone()),
+            Box::new(n.state),
+            Box::new(n.severity),
+            Box::new(n.title.clone()),
+            Box::new(n.message.clone()),
         ];
-        live.client.query(&live.stmts.in_app, &params).await?;
-        Ok(())
+        let lane = self.lanes.lane(partition).await?;
+        lane.write(|s| &s.in_app, params).await?;
+        Ok(lane.ticket())
     }
 }
 
@@ -284,7 +299,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     let sent = client
         .prepare(
             "SELECT idempotency_key FROM notify_deliveries \
-             WHERE org_id = $1 AND idempotency_key = ANY($2) AND status = 'sent'",
+             WHERE org_id = $1 AND alert_id = $2 AND status = 'sent'",
         )
         .await?;
     let record_sent = client.prepare(RECORD_SENT).await?;

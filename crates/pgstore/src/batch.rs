@@ -211,8 +211,9 @@ async fn settle<S: Settle>(
     }
 }
 
-/// Capped exponential backoff: 100 ms doubling up to 5 s.
-fn backoff(attempt: u32) -> Duration {
+/// Capped exponential backoff: 100 ms doubling up to 5 s (the wait before attempt
+/// `attempt + 1` at a write that found PostgreSQL unavailable).
+pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7).saturating_sub(1)))
         .min(Duration::from_secs(5))
 }

@@ -615,7 +615,10 @@ impl<'a> Outputs<'a> {
     /// can gather the work of many inputs into one write (the audit writer's batches) while
     /// offsets still pass a record only after its work is done. `work` must wait out
     /// transient failures itself (retrying, reconnecting); an error it returns dead-letters
-    /// the input with that code and message.
+    /// the input with that code and message. `work` is polled by the partition's worker,
+    /// only while that worker is not processing a record: work that holds something other
+    /// partitions wait for (a shared connection, a lock) belongs in a task of its own
+    /// (`tokio::spawn`), with `work` awaiting it.
     pub fn defer(&mut self, work: impl Future<Output = Result<(), ProcessError>> + Send + 'static) {
         self.deferred
             .push(Deferred(std::sync::Mutex::new(Box::pin(async move {
