@@ -100,7 +100,7 @@ pub async fn parts<P: Processor>(processor: &P, args: &RuntimeArgs) -> anyhow::R
         Some(url) => {
             dedupe::Dedupe::redis(
                 url,
-                format!("adpipe:dedupe:{group}"),
+                format!("{}:{group}", args.dedupe_key_prefix),
                 Duration::from_secs(args.dedupe_ttl_secs),
             )
             .await?

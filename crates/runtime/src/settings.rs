@@ -35,6 +35,10 @@ pub struct RuntimeArgs {
     /// How long a processed event_id is remembered, in seconds.
     #[arg(long, env = "DEDUPE_TTL_SECS", default_value_t = 86_400)]
     pub dedupe_ttl_secs: u64,
+    /// Prefix of the dedupe keys in Redis (`{prefix}:{consumer group}:…`): pipelines or
+    /// environments that share one Redis each need their own.
+    #[arg(long, env = "DEDUPE_KEY_PREFIX", default_value = "adpipe:dedupe")]
+    pub dedupe_key_prefix: String,
     /// Records queued per partition for its worker, and awaiting their acknowledgements, at
     /// most (backpressure: a partition over it waits, the others go on).
     #[arg(long, env = "MAX_IN_FLIGHT_PER_PARTITION", default_value_t = 500)]
@@ -97,6 +101,7 @@ impl RuntimeArgs {
             instance_id: Some("test".to_owned()),
             redis_url: None,
             dedupe_ttl_secs: 86_400,
+            dedupe_key_prefix: "adpipe:dedupe".to_owned(),
             max_in_flight_per_partition: 500,
             fetch_buffer_kib: 16_384,
             fetch_buffer_records: None,
