@@ -282,7 +282,9 @@ impl NotificationSender {
     /// Deliver `e` to its channels: remote channels now, in the partition's order; its
     /// in-app notifications come back as work for after the alert's turn, which the caller
     /// defers (the alert completes once their rows are committed). An alert that fails runs
-    /// that work first, so whatever it did deliver is durable before it is dead-lettered.
+    /// that work first, so whatever it did deliver is durable before it is dead-lettered; one
+    /// that finds the store down returns at once and waits (processed again, in-app rows
+    /// included).
     async fn on_alert(
         &self,
         e: Event<AlertV2>,
@@ -363,14 +365,16 @@ impl NotificationSender {
                     .join(", ")
             )
         });
-        if store_error.is_none() && failed.is_empty() && unknown.is_none() {
+        // The store is down: the alert waits and is processed again, in-app rows included
+        // (their statement is idempotent).
+        if let Some(e) = store_error {
+            return Err(e.into());
+        }
+        if failed.is_empty() && unknown.is_none() {
             return Ok(work);
         }
         if let Some(work) = work {
             work.run().await?;
-        }
-        if let Some(e) = store_error {
-            return Err(e.into());
         }
         if !failed.is_empty() {
             let mut message = failed.join("; ");

@@ -30,7 +30,6 @@ use envelope::{
 };
 use notification_sender::key::{idempotency_key, message_id};
 use rdkafka::Message;
-use testbed::TestBed;
 use testkit::{SmtpSink, committed_offsets, end_offsets, read_records, wait_until};
 use topics::Topic;
 use uuid::Uuid;
@@ -71,16 +70,7 @@ async fn in_app_rows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_each_channel_once_across_a_sigkill_and_a_flaky_webhook() {
-    let bed = TestBed::start(
-        "notify_e2e",
-        &[
-            Topic::RulesAlertsTriggered,
-            Topic::ConfigChanges,
-            Topic::AuditEvents,
-        ],
-    )
-    .await
-    .expect("test bed");
+    let bed = common::bed("notify_e2e").await;
     let b = bed.bootstrap.clone();
     let codec = bed.codec.clone();
     let schema = &bed.schema;

@@ -22,7 +22,6 @@ use axum::{
 use common::{Env, alert, channel, config, spawn_sender};
 use envelope::{Event, payload::alerts::Alert, payload::config::ChannelKind};
 use rdkafka::{Message, producer::FutureRecord};
-use testbed::TestBed;
 use testkit::{SmtpSink, committed_offsets, end_offsets, read_records, wait_until};
 use topics::Topic;
 
@@ -65,16 +64,7 @@ fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_channels_retry_then_dead_letter_and_a_replay_sends_only_what_is_missing() {
-    let bed = TestBed::start(
-        "notify_fail",
-        &[
-            Topic::RulesAlertsTriggered,
-            Topic::ConfigChanges,
-            Topic::AuditEvents,
-        ],
-    )
-    .await
-    .expect("test bed");
+    let bed = common::bed("notify_fail").await;
     let b = bed.bootstrap.clone();
     let codec = bed.codec.clone();
     let schema = &bed.schema;

@@ -11,12 +11,8 @@ use std::{
     time::Duration,
 };
 
-use common::{Env, alert, channel, config, spawn_sender};
-use envelope::payload::{
-    alerts::Alert,
-    config::{ChannelKind, ConfigOp},
-};
-use testbed::TestBed;
+use common::{Env, alert, config, spawn_sender};
+use envelope::payload::{alerts::Alert, config::ConfigOp};
 use testkit::{committed_offsets, counter, wait_until};
 use topics::Topic;
 use uuid::Uuid;
@@ -31,16 +27,7 @@ const LINGER_MS: &str = "3000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_app_rows_are_committed_together_and_their_alerts_complete_only_after() {
-    let bed = TestBed::start(
-        "notify_group",
-        &[
-            Topic::RulesAlertsTriggered,
-            Topic::ConfigChanges,
-            Topic::AuditEvents,
-        ],
-    )
-    .await
-    .expect("test bed");
+    let bed = common::bed("notify_group").await;
     let secrets = bed.dir.path().join("secrets");
     std::fs::create_dir(&secrets).expect("secrets dir");
     let env = Env::new(&bed, "smtp://127.0.0.1:1".into(), &secrets);
@@ -57,15 +44,8 @@ async fn in_app_rows_are_committed_together_and_their_alerts_complete_only_after
         ],
     );
 
-    let inbox = channel(
-        "ops-inbox",
-        ChannelKind::InApp,
-        "ops-team",
-        None,
-        None,
-        true,
-    );
-    bed.produce(&config(ORG, 1, ConfigOp::Upsert, inbox)).await;
+    bed.produce(&config(ORG, 1, ConfigOp::Upsert, common::inbox()))
+        .await;
     let port = sender.metrics_port();
     let processed = || async {
         counter(port, runtime::metrics::PROCESSED)

@@ -95,16 +95,7 @@ async fn per_alert(bed: &TestBed, sql: &str) -> BTreeMap<Uuid, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_outage_pauses_the_sender_which_then_delivers_every_alert_once() {
     let started = Instant::now();
-    let bed = TestBed::start(
-        "notify_outage",
-        &[
-            Topic::RulesAlertsTriggered,
-            Topic::ConfigChanges,
-            Topic::AuditEvents,
-        ],
-    )
-    .await
-    .expect("test bed");
+    let bed = common::bed("notify_outage").await;
     let proxy = CutProxy::start("127.0.0.1:5432").await.expect("proxy");
     let (http, hooks) = start_hooks(0, &[]).await;
     let secrets = bed.dir.path().join("secrets");

@@ -18,6 +18,7 @@ use axum::{
 
 use testbed::TestBed;
 use testkit::StageProcess;
+use topics::Topic;
 
 use envelope::{
     Event, Source,
@@ -83,6 +84,32 @@ pub(crate) fn channel(
 #[allow(unused_imports)] // not every test binary sends alerts
 pub(crate) use notification_sender::fixtures::alert;
 
+/// A test bed named `name` with the sender's topics: alerts in, channels in, audit out.
+pub(crate) async fn bed(name: &str) -> TestBed {
+    TestBed::start(
+        name,
+        &[
+            Topic::RulesAlertsTriggered,
+            Topic::ConfigChanges,
+            Topic::AuditEvents,
+        ],
+    )
+    .await
+    .expect("test bed")
+}
+
+/// The in-app channel `ops-inbox` (audience `ops-team`), enabled and unlimited.
+pub(crate) fn inbox() -> ConfigItem {
+    channel(
+        "ops-inbox",
+        ChannelKind::InApp,
+        "ops-team",
+        None,
+        None,
+        true,
+    )
+}
+
 /// How the binary runs on a test bed: its environment and its log file.
 pub(crate) struct Env {
     pub(crate) vars: Vec<(&'static str, String)>,
@@ -134,14 +161,7 @@ pub(crate) async fn webhook_and_inbox(bed: &TestBed, http: &str, org: i64) {
             None,
             true,
         ),
-        channel(
-            "ops-inbox",
-            ChannelKind::InApp,
-            "ops-team",
-            None,
-            None,
-            true,
-        ),
+        inbox(),
     ] {
         bed.produce(&config(org, 1, ConfigOp::Upsert, item)).await;
     }
