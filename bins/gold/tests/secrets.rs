@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use envelope::{Date, Money};
 use testbed::TestBed;
-use testkit::{StageProcess, counter_total, free_port, wait_until};
+use testkit::{RedisServer, StageProcess, counter_total, free_port, wait_until};
 use topics::Topic;
 
 const PG_PASSWORD: &str = "pg-pw-5e0c1a";
@@ -25,40 +25,6 @@ const SECRETS: &[&str] = &[
     URL_REGISTRY_PASSWORD,
     SASL_PASSWORD,
 ];
-
-/// A redis-server on a free port that requires a password, killed on drop.
-struct Redis(std::process::Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port().expect("port");
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                REDIS_PASSWORD,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        Redis(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn assert_no_secret(log: &str, run: &str) {
     for secret in SECRETS {
@@ -82,13 +48,9 @@ async fn no_secret_reaches_the_log_on_success_or_failure() {
     )
     .await
     .expect("test bed");
-    let redis = Redis::start();
-    wait_until(Duration::from_secs(10), "redis-server to listen", || {
-        let up = std::net::TcpStream::connect(("127.0.0.1", redis.1)).is_ok();
-        async move { up }
-    })
-    .await
-    .expect("redis up");
+    let redis = RedisServer::start_with_password(REDIS_PASSWORD)
+        .await
+        .expect("redis up");
     // PostgreSQL trusts local connections, so the password is sent and ignored; the
     // registry ignores basic auth. Both still reach the clients that could log them.
     let base_env = || {
@@ -110,10 +72,7 @@ async fn no_secret_reaches_the_log_on_success_or_failure() {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_gold"))
         .arg("--help")
         .envs(base_env())
-        .env(
-            "REDIS_URL",
-            format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", redis.1),
-        )
+        .env("REDIS_URL", redis.url(REDIS_PASSWORD))
         .env(
             "SCHEMA_REGISTRY_URL",
             format!("http://adpipe:{URL_REGISTRY_PASSWORD}@127.0.0.1:1"),
@@ -128,10 +87,7 @@ async fn no_secret_reaches_the_log_on_success_or_failure() {
 
     // 1. Everything right: gold processes rows with Redis dedupe behind a password.
     let mut env = base_env();
-    env.push((
-        "REDIS_URL",
-        format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", redis.1),
-    ));
+    env.push(("REDIS_URL", redis.url(REDIS_PASSWORD)));
     let gold =
         StageProcess::spawn(env!("CARGO_BIN_EXE_gold"), &env, &log_of("ok")).expect("gold starts");
     let today = Date(Utc::now().date_naive());
@@ -160,10 +116,7 @@ async fn no_secret_reaches_the_log_on_success_or_failure() {
 
     // 2. A wrong Redis password: a fatal error that names the cause, not the password.
     let mut env = base_env();
-    env.push((
-        "REDIS_URL",
-        format!("redis://:{WRONG_REDIS_PASSWORD}@127.0.0.1:{}", redis.1),
-    ));
+    env.push(("REDIS_URL", redis.url(WRONG_REDIS_PASSWORD)));
     let mut gold = StageProcess::spawn(env!("CARGO_BIN_EXE_gold"), &env, &log_of("redis"))
         .expect("gold starts");
     let status = gold.wait_exit(Duration::from_secs(60)).await;

@@ -79,20 +79,23 @@ impl Global {
         Duration::from_secs(self.timeout_secs.max(1))
     }
 
-    /// A registry client for the configured URL.
+    /// A registry client for the configured URL. Credentials in the URL (`user:password@`)
+    /// move to its basic auth (`--schema-registry-basic-auth` wins), as in the stages: the
+    /// client, and every message naming its URL, gets the URL without them.
     pub fn registry(&self) -> anyhow::Result<envelope::RegistryClient> {
         let config = self.config()?;
         let url = self
             .schema_registry_url
             .clone()
             .unwrap_or_else(|| config.schema_registry.url.clone());
+        let (url, from_url) = runtime::RegistryAuth::default().resolve(&url)?;
         let auth = match &self.schema_registry_basic_auth {
             Some(pair) => Some(
                 pair.split_once(':')
                     .map(|(u, p)| (u.to_owned(), p.to_owned()))
                     .context("--schema-registry-basic-auth must be user:password")?,
             ),
-            None => None,
+            None => from_url,
         };
         envelope::RegistryClient::new(&url, auth, self.timeout()).map_err(Into::into)
     }

@@ -50,10 +50,17 @@ struct Cli<A: clap::Args> {
     stage: A,
 }
 
-/// Start logging on stderr: `json` for production, pretty otherwise; `RUST_LOG` filters.
+/// Start logging on stderr: `json` for production, pretty otherwise; `RUST_LOG` filters,
+/// except that tokio-postgres stays at `info` whatever it says: at `debug` it logs every
+/// statement with its parameters, which hold PII (channel targets, actors' names).
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            "tokio_postgres=info"
+                .parse()
+                .expect("a valid filter directive"),
+        );
     let _ = if format == "json" {
         tracing_subscriber::fmt()
             .json()

@@ -1,7 +1,8 @@
 //! Test support for adpipe: start a real Tansu broker on a free port (killed on drop) or
 //! librdkafka's in-process mock cluster ([`MockBroker`]), the
 //! Kafka client settings that work well on Tansu, and helpers to await conditions with a
-//! deadline instead of sleeping, and a PostgreSQL schema per test ([`pg`]).
+//! deadline instead of sleeping, a PostgreSQL schema per test ([`pg`]) and a `redis-server`
+//! behind a password ([`RedisServer`]).
 //!
 //! Used only as a dev-dependency. The broker binary is installed into `.local/bin` by
 //! `scripts/install-tansu.sh` (which `make test` runs first).
@@ -15,6 +16,7 @@ mod mock;
 mod paced;
 pub mod pg;
 mod process;
+mod redis;
 mod smtp;
 mod tls;
 
@@ -29,6 +31,7 @@ pub use metrics::{counter, counter_total, counter_with_labels, samples};
 pub use mock::MockBroker;
 pub use paced::{Paced, PacedStream, Sent};
 pub use process::StageProcess;
+pub use redis::RedisServer;
 pub use smtp::{SmtpMessage, SmtpSink};
 pub use tls::TlsFront;
 

@@ -1,0 +1,66 @@
+//! A `redis-server` of the test's own ([`RedisServer`]): on a free port, in memory only,
+//! behind `--requirepass`, killed on drop.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use crate::{free_port, wait_until};
+
+/// A running `redis-server` that requires a password.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Start one requiring `password` and wait (up to 10 s) until it listens.
+    pub async fn start_with_password(password: &str) -> anyhow::Result<RedisServer> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                password,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("redis-server is installed")?;
+        let server = RedisServer { child, port };
+        wait_until(Duration::from_secs(10), "redis-server to listen", || {
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            async move { up }
+        })
+        .await?;
+        Ok(server)
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A `REDIS_URL` for it logging in with `password` (its own or a wrong one).
+    pub fn url(&self, password: &str) -> String {
+        format!("redis://:{password}@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
