@@ -6,11 +6,7 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use envelope::{
     Codec, Event,
@@ -27,8 +23,7 @@ use runtime::{
     metrics::{DEAD_LETTERED, PROCESSED},
 };
 use testkit::{
-    Broker, MockBroker, client_config, committed_offsets, create_topics, end_offsets, free_port,
-    wait_until,
+    Broker, MockBroker, client_config, committed_offsets, create_topics, end_offsets, wait_until,
 };
 use topics::{ConsumerGroup, PartitionKey, Topic, partition_for};
 
@@ -202,58 +197,15 @@ async fn transient_produce_errors_lose_nothing_and_double_nothing() {
     );
 }
 
-/// A real redis-server on a free port, killed on drop.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port().expect("port");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        Redis(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_degrades_to_at_least_once() {
     let (_broker, b) = Broker::with_stage_topics(&[Topic::ConfigChanges, Topic::AuditEvents])
         .await
         .expect("broker");
     let codec = Arc::new(Codec::offline());
-    let redis = Redis::start();
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis = testkit::RedisServer::start().await.expect("redis up");
+    let url = format!("redis://127.0.0.1:{}", redis.port());
     let mut dedupe = None;
-    wait_until(
-        Duration::from_secs(10),
-        "redis-server to accept connections",
-        || {
-            let url = url.clone();
-            let ok = std::net::TcpStream::connect(("127.0.0.1", redis.1)).is_ok();
-            async move { ok && !url.is_empty() }
-        },
-    )
-    .await
-    .expect("redis up");
     for _ in 0..20 {
         if let Ok(d) = Dedupe::redis(&url, "adpipe:outage".into(), Duration::from_secs(60)).await {
             dedupe = Some(d);

@@ -1,5 +1,5 @@
 //! A `redis-server` of the test's own ([`RedisServer`]): on a free port, in memory only,
-//! behind `--requirepass`, killed on drop.
+//! open or behind `--requirepass`, killed on drop (a test drops it to take Redis away).
 
 use std::{
     process::{Child, Command, Stdio},
@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::{free_port, wait_until};
 
-/// A running `redis-server` that requires a password.
+/// A running `redis-server`.
 #[derive(Debug)]
 pub struct RedisServer {
     child: Child,
@@ -18,8 +18,17 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Start one without a password and wait (up to 10 s) until it listens.
+    pub async fn start() -> anyhow::Result<RedisServer> {
+        RedisServer::spawn(&[]).await
+    }
+
     /// Start one requiring `password` and wait (up to 10 s) until it listens.
     pub async fn start_with_password(password: &str) -> anyhow::Result<RedisServer> {
+        RedisServer::spawn(&["--requirepass", password]).await
+    }
+
+    async fn spawn(extra: &[&str]) -> anyhow::Result<RedisServer> {
         let port = free_port()?;
         let child = Command::new("redis-server")
             .args([
@@ -31,9 +40,8 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
-                "--requirepass",
-                password,
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
