@@ -416,7 +416,9 @@ async fn fatal_errors_name_the_cause_and_no_secret() {
             args: vec![],
             env: with(&base, vec![("REDIS_URL", redis.url(WRONG_REDIS_PASSWORD))]),
             code: 1,
-            says: vec![format!("{stage}: fatal: Redis did not answer")],
+            says: vec![format!(
+                "{stage}: fatal: Redis refused the dedupe store's connection"
+            )],
         });
         if let Some(var) = database {
             cases.push(Fatal {
@@ -571,7 +573,7 @@ async fn fatal_errors_name_the_cause_and_no_secret() {
         says: vec!["schema-registry: fatal: opening the registry storage".to_owned()],
     });
 
-    // A few at a time: most stop within a second, the Redis ones after 5 s.
+    // A few at a time: each stops within a second or two.
     let started = Instant::now();
     let total = cases.len();
     let slots = Arc::new(tokio::sync::Semaphore::new(6));

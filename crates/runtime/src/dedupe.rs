@@ -167,9 +167,17 @@ impl Dedupe {
         Dedupe::with(Store::Memory, capacity)
     }
 
-    /// A Redis store.
+    /// A Redis store. A refused login or connection fails at once, with Redis's reason (the
+    /// connection manager alone retries those until the timeout).
     pub async fn redis(url: &str, prefix: String, ttl: Duration) -> anyhow::Result<Dedupe> {
         let client = redis::Client::open(url)?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis did not answer within 5 s"))?
+        .map_err(|e| anyhow::anyhow!("Redis refused the dedupe store's connection: {e}"))?;
         let conn = tokio::time::timeout(
             Duration::from_secs(5),
             redis::aio::ConnectionManager::new(client),
