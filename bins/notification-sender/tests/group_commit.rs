@@ -13,8 +13,7 @@ use std::{
 
 use common::{Env, alert, config, spawn_sender};
 use envelope::payload::{alerts::Alert, config::ConfigOp};
-use testkit::{committed_offsets, counter, wait_until};
-use topics::Topic;
+use testkit::{counter, wait_until};
 use uuid::Uuid;
 
 /// The org of every alert here (one partition, so one lane).
@@ -120,17 +119,7 @@ async fn in_app_rows_are_committed_together_and_their_alerts_complete_only_after
         ALERTS as i64,
         "the killed transaction's rows are gone"
     );
-    let partitions = Topic::RulesAlertsTriggered.spec().partitions as i32;
-    let committed = || {
-        committed_offsets(
-            &bed.bootstrap,
-            "notification-sender",
-            Topic::RulesAlertsTriggered.name(),
-            partitions,
-        )
-        .map(|c| c.iter().map(|o| (*o).max(0)).sum::<i64>())
-        .unwrap_or(0)
-    };
+    let committed = || common::committed_alerts(&bed);
     assert!(
         committed() <= ALERTS as i64,
         "no offset of round 2 committed before its rows were"

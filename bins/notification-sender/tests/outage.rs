@@ -27,7 +27,7 @@ use envelope::{
 use notification_sender::key::idempotency_key;
 use rdkafka::Message as _;
 use testbed::TestBed;
-use testkit::{CutProxy, committed_offsets, counter, read_records, wait_until};
+use testkit::{CutProxy, counter, read_records, wait_until};
 use topics::{PartitionKey, Topic, partition_for};
 use uuid::Uuid;
 
@@ -187,17 +187,7 @@ async fn a_postgresql_outage_pauses_the_sender_which_then_delivers_every_alert_o
         down,
         "nothing delivered while the store is down (webhook, in-app)"
     );
-    let partitions = Topic::RulesAlertsTriggered.spec().partitions as i32;
-    let committed = || {
-        committed_offsets(
-            &bed.bootstrap,
-            "notification-sender",
-            Topic::RulesAlertsTriggered.name(),
-            partitions,
-        )
-        .map(|c| c.iter().map(|o| (*o).max(0) as usize).sum::<usize>())
-        .unwrap_or(0)
-    };
+    let committed = || common::committed_alerts(&bed) as usize;
     assert!(
         committed() < want.len(),
         "the alerts wait: offsets not committed past the outage"

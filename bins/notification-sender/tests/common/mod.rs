@@ -98,6 +98,20 @@ pub(crate) async fn bed(name: &str) -> TestBed {
     .expect("test bed")
 }
 
+/// The sender group's committed offsets of `rules.alerts.triggered`, summed over its
+/// partitions: the alerts completed and committed (0 while the broker does not answer).
+pub(crate) fn committed_alerts(bed: &TestBed) -> i64 {
+    let partitions = Topic::RulesAlertsTriggered.spec().partitions as i32;
+    testkit::committed_offsets(
+        &bed.bootstrap,
+        "notification-sender",
+        Topic::RulesAlertsTriggered.name(),
+        partitions,
+    )
+    .map(|c| c.iter().map(|o| (*o).max(0)).sum())
+    .unwrap_or(0)
+}
+
 /// The in-app channel `ops-inbox` (audience `ops-team`), enabled and unlimited.
 pub(crate) fn inbox() -> ConfigItem {
     channel(
