@@ -29,31 +29,19 @@ use envelope::payload::config::{ChannelDefinition, ChannelKind, ConfigItem};
 use rule_evaluator::fixtures::{DAY, daily, pacing};
 use runtime::metrics::{DEAD_LETTERED, PROCESSED};
 use testbed::{TestBed, config_event};
-use testkit::{RedisServer, StageProcess, counter_total, free_port, repo_root, wait_until};
+use testkit::{
+    RedisServer, StageProcess, counter_total, free_port, repo_root,
+    secrets::{
+        BASIC_AUTH_PASSWORD, PG_PASSWORD, REDIS_PASSWORD, REGISTRY_PASSWORD, SASL_PASSWORD,
+        SECRETS, SMTP_PASSWORD, SSL_KEY_PASSWORD, URL_REGISTRY_PASSWORD, WRONG_REDIS_PASSWORD,
+        assert_no_secret,
+    },
+    wait_until,
+};
 use topics::Topic;
 
-const PG_PASSWORD: &str = "pg-pw-41d7b2";
 /// An e-mail channel's target: PII, never logged (not a secret: it is stored and sent).
 const MAIL_TARGET: &str = "ops@adpipe.invalid";
-const REDIS_PASSWORD: &str = "redis-pw-9c03ee";
-const WRONG_REDIS_PASSWORD: &str = "redis-wrong-6a5f10";
-const REGISTRY_PASSWORD: &str = "registry-pw-2e8b44";
-const URL_REGISTRY_PASSWORD: &str = "url-registry-pw-d17c90";
-const BASIC_AUTH_PASSWORD: &str = "basic-auth-pw-5b61fa";
-const SASL_PASSWORD: &str = "sasl-pw-7f2a19";
-const SSL_KEY_PASSWORD: &str = "ssl-key-pw-30c8d5";
-const SMTP_PASSWORD: &str = "smtp-pw-e4b972";
-const SECRETS: &[&str] = &[
-    PG_PASSWORD,
-    REDIS_PASSWORD,
-    WRONG_REDIS_PASSWORD,
-    REGISTRY_PASSWORD,
-    URL_REGISTRY_PASSWORD,
-    BASIC_AUTH_PASSWORD,
-    SASL_PASSWORD,
-    SSL_KEY_PASSWORD,
-    SMTP_PASSWORD,
-];
 
 /// The stage binaries on the runtime, each with its state store's variable.
 const STAGES: [(&str, Option<&str>); 5] = [
@@ -96,15 +84,6 @@ fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| repo_root().join("target"), |d| repo_root().join(d));
     target.join("debug").join(name)
-}
-
-fn assert_no_secret(output: &str, run: &str) {
-    for secret in SECRETS {
-        assert!(
-            !output.contains(secret),
-            "{run}: the output shows the secret {secret}:\n{output}"
-        );
-    }
 }
 
 /// Whether a variable's name says it can carry a secret (a URL with credentials, a password,

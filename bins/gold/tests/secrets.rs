@@ -8,32 +8,15 @@ use std::time::Duration;
 use chrono::Utc;
 use envelope::{Date, Money};
 use testbed::TestBed;
-use testkit::{RedisServer, StageProcess, counter_total, free_port, wait_until};
+use testkit::{
+    RedisServer, StageProcess, counter_total, free_port,
+    secrets::{
+        PG_PASSWORD, REDIS_PASSWORD, REGISTRY_PASSWORD, SASL_PASSWORD, URL_REGISTRY_PASSWORD,
+        WRONG_REDIS_PASSWORD, assert_no_secret,
+    },
+    wait_until,
+};
 use topics::Topic;
-
-const PG_PASSWORD: &str = "pg-pw-5e0c1a";
-const REDIS_PASSWORD: &str = "redis-pw-8b27d4";
-const WRONG_REDIS_PASSWORD: &str = "redis-wrong-3f91c6";
-const REGISTRY_PASSWORD: &str = "registry-pw-c4d2e7";
-const URL_REGISTRY_PASSWORD: &str = "url-registry-pw-71aa0b";
-const SASL_PASSWORD: &str = "sasl-pw-a93f58";
-const SECRETS: &[&str] = &[
-    PG_PASSWORD,
-    REDIS_PASSWORD,
-    WRONG_REDIS_PASSWORD,
-    REGISTRY_PASSWORD,
-    URL_REGISTRY_PASSWORD,
-    SASL_PASSWORD,
-];
-
-fn assert_no_secret(log: &str, run: &str) {
-    for secret in SECRETS {
-        assert!(
-            !log.contains(secret),
-            "{run}: the log shows the secret {secret}:\n{log}"
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_on_success_or_failure() {

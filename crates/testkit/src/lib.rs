@@ -17,6 +17,7 @@ mod paced;
 pub mod pg;
 mod process;
 mod redis;
+pub mod secrets;
 mod smtp;
 mod tls;
 
