@@ -53,14 +53,7 @@ use testkit::{
 use topics::{ConsumerGroup, Topic};
 
 /// The stage binaries of both runs, in the order the chaos picks them by index.
-const STAGES: [&str; 6] = [
-    "bronze",
-    "silver",
-    "gold",
-    "rule-evaluator",
-    "notification-sender",
-    "audit-writer",
-];
+const STAGES: [&str; 6] = testbed::STAGE_BINARIES;
 
 /// The simulated dataset: the connector's settings (as environment, `StageProcess` passes no
 /// arguments). `SIM_RATE` spreads it over ~20 s so kills land while rows flow.

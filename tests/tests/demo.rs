@@ -15,14 +15,7 @@ use std::{
 use testkit::{counter_total, free_port, repo_root};
 
 /// The demo's stages, in the order of their metrics ports (scripts/platform.sh).
-const STAGES: [&str; 6] = [
-    "bronze",
-    "silver",
-    "gold",
-    "rule-evaluator",
-    "notification-sender",
-    "audit-writer",
-];
+const STAGES: [&str; 6] = testbed::STAGE_BINARIES;
 
 /// A first port with the `n - 1` after it free too, below the kernel's ephemeral range: the
 /// stages bind them one after the other over tens of seconds, and a port taken from the

@@ -215,6 +215,17 @@ pub async fn fill_events<P: Payload, E: Borrow<Event<P>>>(
     testkit::bench::fill(bootstrap, P::TOPIC.name(), &records).await;
 }
 
+/// The stage binaries, in the order `scripts/platform.sh` starts them (and numbers their
+/// metrics ports).
+pub const STAGE_BINARIES: [&str; 6] = [
+    "bronze",
+    "silver",
+    "gold",
+    "rule-evaluator",
+    "notification-sender",
+    "audit-writer",
+];
+
 /// Version 1 of `item` for `org`, upserted by account manager `am-1` through `pipelinectl`,
 /// under the item's key (`booking/<campaign>`, `channel/<id>`, …): the configuration a test
 /// or benchmark fills into `config.changes`.
