@@ -52,26 +52,16 @@ const STAGES: [(&str, Option<&str>); 5] = [
     ("audit-writer", Some("AUDIT_DATABASE_URL")),
 ];
 
-/// The builds `scripts/platform.sh` runs (gold included), so they share its artifacts.
-const BUILDS: [&[&str]; 2] = [
-    &["schema-registry", "pipelinectl"],
-    &[
-        "connector",
-        "bronze",
-        "silver",
-        "gold",
-        "rule-evaluator",
-        "notification-sender",
-        "audit-writer",
-    ],
-];
-
 /// The debug build of `name`, fresh: the first call runs `cargo build` for every binary.
 fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        for set in BUILDS {
+        // The builds `scripts/platform.sh` runs (gold included), so they share its artifacts.
+        let stages: Vec<&str> = std::iter::once("connector")
+            .chain(testbed::STAGE_BINARIES)
+            .collect();
+        for set in [&["schema-registry", "pipelinectl"][..], &stages] {
             let status = Command::new(&cargo)
                 .current_dir(repo_root())
                 .args(["build", "--quiet"])
