@@ -29,7 +29,7 @@ schema-gate: ## schemas/ must stay FULL_TRANSITIVE compatible with every committ
 test-prereqs: ## install what the tests start (Tansu broker, Python registry client) into .local/
 	@scripts/test-prereqs.sh
 
-test-durable: ## on a durable broker: records and a running stage survive SIGKILL + restart; SCRAM logins, over TLS too (builds Tansu, ~12 min; CI runs it)
+test-durable: ## on a durable broker: records and a running stage survive SIGKILL + restart; SCRAM logins, over TLS too (builds Tansu, ~11 min; CI runs it)
 	@scripts/install-tansu.sh --durable
 	$(CARGO) test -p testkit -p silver --test durable_broker -- --ignored --nocapture
 
@@ -39,7 +39,7 @@ test-chaos: test-prereqs ## SIGKILL random stages of a seeded run; its end state
 
 test-reliability: test-prereqs ## ~1,000,000 simulated rows through the release stages: nothing lost, RSS and lag printed (~15 min; CI runs it)
 	$(CARGO) build --profile bench --bin connector --bin bronze --bin silver --bin gold --bin rule-evaluator --bin notification-sender --bin audit-writer
-	env -u REDIS_URL $(CARGO) test -p pipeline-tests --test reliability -- --ignored --nocapture
+	$(CARGO) test -p pipeline-tests --test reliability -- --ignored --nocapture
 
 fmt: ## format the workspace
 	$(CARGO) fmt --all

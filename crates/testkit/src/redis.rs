@@ -60,6 +60,23 @@ impl RedisServer {
         self.port
     }
 
+    /// A `REDIS_URL` for it when it was started without a password.
+    pub fn open_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its `used_memory_peak` (`INFO memory`), in bytes; `None` when `redis-cli` cannot say.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "info", "memory"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory_peak:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// A `REDIS_URL` for it logging in with `password` (its own or a wrong one).
     pub fn url(&self, password: &str) -> String {
         format!("redis://:{password}@127.0.0.1:{}", self.port)
