@@ -134,13 +134,13 @@ async fn refused(
             failed(e.code(), &e.to_string())?,
         )],
     };
-    RuleStore::put_batch(&tx, &write).await?;
+    RuleStore::put_batch(&tx, write).await?;
     Ok(tx)
 }
 
 /// The outbox entry of an input that failed.
-fn failed(code: &str, message: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::to_value(Decided::Failed {
+fn failed(code: &str, message: &str) -> Result<String, StoreError> {
+    serde_json::to_string(&Decided::Failed {
         code: code.to_owned(),
         message: message.to_owned(),
     })
@@ -258,7 +258,7 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
         changed.insert(entity);
         if !alerts.is_empty() {
             // `Decided::Alerts` is the array itself.
-            let json = serde_json::to_value(&alerts)
+            let json = serde_json::to_string(&alerts)
                 .map_err(|e| StoreError::Query(format!("alerts: {e}")))?;
             write.outbox.push((q.at.partition, q.at.offset, json));
         }
@@ -268,12 +268,12 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
     write.claims.sort_unstable();
     for entity in changed {
         if let Some(Ok(state)) = states.remove(&entity) {
-            let json = serde_json::to_value(&state)
+            let json = serde_json::to_string(&state)
                 .map_err(|e| StoreError::Query(format!("entity state: {e}")))?;
             write.states.push((entity, json));
         }
     }
-    if !write.claims.is_empty() && !RuleStore::put_batch(tx, &write).await? {
+    if !write.claims.is_empty() && !RuleStore::put_batch(tx, write).await? {
         return Err(StoreError::Unavailable(
             "another consumer applied offsets of this batch meanwhile; evaluating it again".into(),
         ));

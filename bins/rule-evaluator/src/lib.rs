@@ -4,6 +4,7 @@
 //! per-lane [`batch`]es, its state in PostgreSQL behind [`store`].
 
 pub mod batch;
+mod days;
 pub mod fixtures;
 pub mod metrics;
 pub mod rules;

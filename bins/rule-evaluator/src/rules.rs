@@ -30,7 +30,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::NaiveDate;
 use envelope::{
     Date, Id, Ratio,
     payload::{
@@ -286,8 +285,8 @@ pub struct EntityState {
     #[serde(default)]
     alerts: BTreeMap<String, KeyState>,
     /// Per metric name, the value of each day (the last `HISTORY_DAYS` days seen).
-    #[serde(default)]
-    history: BTreeMap<String, BTreeMap<NaiveDate, Decimal>>,
+    #[serde(default, with = "crate::days")]
+    history: crate::days::History,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
