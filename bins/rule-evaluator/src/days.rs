@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_text_is_chronos_and_reads_back_either_way() {
-        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("a day");
         let h = history(&[
             day(2026, 11, 1),
             day(2024, 2, 29),
@@ -166,19 +166,29 @@ mod tests {
             day(10_000, 1, 1),
             day(-3, 5, 6),
         ]);
-        let ours = serde_json::to_string(&Ours(h.clone())).unwrap();
-        let chrono = serde_json::to_string(&Chrono(h.clone())).unwrap();
+        let ours = serde_json::to_string(&Ours(h.clone())).expect("ours");
+        let chrono = serde_json::to_string(&Chrono(h.clone())).expect("chrono's");
         assert_eq!(ours, chrono);
         assert!(ours.contains("\"2026-11-01\":\"-0.07\""), "{ours}");
-        assert_eq!(serde_json::from_str::<Ours>(&chrono).unwrap().0, h);
-        assert_eq!(serde_json::from_str::<Chrono>(&ours).unwrap().0, h);
+        assert_eq!(
+            serde_json::from_str::<Ours>(&chrono)
+                .expect("read by ours")
+                .0,
+            h
+        );
+        assert_eq!(
+            serde_json::from_str::<Chrono>(&ours)
+                .expect("read by chrono")
+                .0,
+            h
+        );
     }
 
     #[test]
     fn a_key_that_is_no_day_is_an_error() {
         for bad in ["2026-13-01", "2026-02-30", "20x6-01-01", "yesterday"] {
             let json = format!(r#"{{"spend": {{"{bad}": "1"}}}}"#);
-            let e = serde_json::from_str::<Ours>(&json).unwrap_err();
+            let e = serde_json::from_str::<Ours>(&json).expect_err("not a day");
             assert!(e.to_string().contains("not a day"), "{bad}: {e}");
         }
     }
