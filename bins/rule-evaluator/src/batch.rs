@@ -8,7 +8,12 @@
 //!
 //! An aggregate below its partition's next offset is a replay (a crash after the commit,
 //! before the offset reached Kafka): it changes nothing and gets the alerts it was first
-//! given, from the outbox. An entity state or an org's rules that cannot be read back fail
+//! given, from the outbox. A new aggregate whose event id was evaluated before (gold, killed
+//! after producing it and before committing its input, emits it again at a later offset,
+//! recomputed from a state that may have changed since) is a duplicate: its offset is
+//! claimed, nothing else changes and it emits nothing (the first one's alerts are out, or
+//! come from its own replay); the runtime's dedupe store catches most of them first, this
+//! catches them when that store is down or in memory. An entity state or an org's rules that cannot be read back fail
 //! that entity's or org's aggregates alone. A batch PostgreSQL refuses is settled again
 //! aggregate by aggregate, so only the aggregate it refuses is dead-lettered. A failed
 //! aggregate's offset is claimed with its failure in the outbox, so a replay of it is
@@ -16,7 +21,7 @@
 //! around it is [`pgstore::batch`]'s: an outage is waited out, the aggregates wait with it.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -25,6 +30,7 @@ use envelope::{
     payload::{alerts::Alert, gold::AggregateReady},
 };
 use pgstore::{BatchCounters, Settle, StoreError, Ticket, batch::Reply};
+use prometheus_client::metrics::counter::Counter;
 use runtime::{Position, ProcessError};
 
 use crate::{
@@ -59,12 +65,18 @@ impl Queued {
 pub struct Settler {
     store: Arc<RuleStore>,
     counters: BatchCounters,
+    duplicates: Counter,
 }
 
 impl Settler {
-    /// Batches settled on `store`, counted in `counters`.
-    pub fn new(store: Arc<RuleStore>, counters: BatchCounters) -> Settler {
-        Settler { store, counters }
+    /// Batches settled on `store`, counted in `counters`; aggregates skipped because their
+    /// event id was evaluated before counted in `duplicates`.
+    pub fn new(store: Arc<RuleStore>, counters: BatchCounters, duplicates: Counter) -> Settler {
+        Settler {
+            store,
+            counters,
+            duplicates,
+        }
     }
 }
 
@@ -81,7 +93,7 @@ impl Settle for Settler {
         _: &mut (),
     ) -> Result<(Ticket, Vec<Reply<Vec<Alert>>>), StoreError> {
         let mut tx = self.store.lane(lane).await?;
-        let replies = match evaluate(&tx, batch).await {
+        let replies = match evaluate(&tx, batch, &self.duplicates).await {
             Ok(replies) => replies,
             Err(StoreError::Query(_)) if batch.len() > 1 => {
                 // Refused as a whole (the lane rebuilt its transaction without it): settle
@@ -91,7 +103,7 @@ impl Settle for Settler {
                 for q in batch {
                     drop(tx);
                     tx = self.store.lane(lane).await?;
-                    match evaluate(&tx, std::slice::from_ref(q)).await {
+                    match evaluate(&tx, std::slice::from_ref(q), &self.duplicates).await {
                         Ok(one) => replies.extend(one),
                         Err(e @ StoreError::Query(_)) => {
                             tx = refused(&self.store, lane, tx, q, &e).await?;
@@ -128,6 +140,7 @@ async fn refused(
         topic: q.at.topic.name().to_owned(),
         claims: vec![(q.at.partition, q.at.offset, q.at.offset + 1)],
         states: Vec::new(),
+        applied: Vec::new(),
         outbox: vec![(
             q.at.partition,
             q.at.offset,
@@ -160,6 +173,8 @@ fn failed_again(code: &str, message: String) -> ProcessError {
 enum Verdict {
     /// A replay: its alerts come from the outbox.
     Replay,
+    /// A new input whose event id was evaluated before: nothing to emit.
+    Duplicate,
     /// Evaluated: the alerts it decided.
     Alerts(Vec<Alert>),
     /// Its entity's state or its org's rules could not be read.
@@ -169,7 +184,11 @@ enum Verdict {
 /// Read, evaluate and write `batch` in `tx`: one reply per input, in order. `Err` when a
 /// statement fails (the lane's transaction is then lost) or another consumer claimed one of
 /// the batch's offsets meanwhile (retried: the inputs are then replays).
-async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, StoreError> {
+async fn evaluate(
+    tx: &Tx,
+    batch: &[Queued],
+    duplicates: &Counter,
+) -> Result<Vec<Reply<Vec<Alert>>>, StoreError> {
     let Some(first) = batch.first() else {
         return Ok(Vec::new());
     };
@@ -185,9 +204,11 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
 
     let mut entities: BTreeSet<EntityKey> = BTreeSet::new();
     let mut replayed: Vec<Position> = Vec::new();
+    let mut event_ids: Vec<uuid::Uuid> = Vec::new();
     for q in batch {
         if is_new(q) {
             entities.insert(q.entity());
+            event_ids.push(q.event.metadata.event_id.0);
         } else {
             replayed.push(q.at);
         }
@@ -204,6 +225,9 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
     let mut states = RuleStore::states(tx, &keys).await?;
     let mut rules = RuleStore::rules(tx, &orgs).await?;
     let mut decided = RuleStore::replays(tx, &replayed).await?;
+    // Evaluated before, or earlier in this batch (a failed one is not: as in the runtime's
+    // dedupe, a copy of it is tried again).
+    let mut seen: HashSet<uuid::Uuid> = RuleStore::applied(tx, &event_ids).await?;
     // Each org's rules, parsed once per batch.
     let mut parsed: HashMap<i64, Result<Vec<Rule>, ProcessError>> = HashMap::new();
     let mut changed: BTreeSet<EntityKey> = BTreeSet::new();
@@ -224,6 +248,11 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
             .or_insert((q.at.offset, q.at.offset + 1));
         claim.0 = claim.0.min(q.at.offset);
         claim.1 = claim.1.max(q.at.offset + 1);
+        let event_id = q.event.metadata.event_id.0;
+        if seen.contains(&event_id) {
+            verdicts.push(Verdict::Duplicate);
+            continue;
+        }
         let org_id = q.event.metadata.org_id;
         let org = parsed.entry(org_id).or_insert_with(|| {
             match rules.remove(&org_id).unwrap_or_else(|| Ok(Vec::new())) {
@@ -256,6 +285,8 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
             .map(|d| d.alert)
             .collect();
         changed.insert(entity);
+        seen.insert(event_id);
+        write.applied.push(event_id);
         if !alerts.is_empty() {
             // `Decided::Alerts` is the array itself.
             let json = serde_json::to_string(&alerts)
@@ -285,6 +316,15 @@ async fn evaluate(tx: &Tx, batch: &[Queued]) -> Result<Vec<Reply<Vec<Alert>>>, S
         .map(|(q, verdict)| match verdict {
             Verdict::Alerts(alerts) => Ok(alerts),
             Verdict::Failed(e) => Err(e),
+            Verdict::Duplicate => {
+                duplicates.inc();
+                tracing::debug!(
+                    offset = q.at.offset,
+                    event_id = %q.event.metadata.event_id,
+                    "aggregate evaluated before under this event id: skipped"
+                );
+                Ok(Vec::new())
+            }
             Verdict::Replay => {
                 tracing::debug!(
                     offset = q.at.offset,

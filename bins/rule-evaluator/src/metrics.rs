@@ -22,6 +22,11 @@ pub const BATCHES_SPLIT: &str = "adpipe_rules_batches_split";
 /// (`adpipe_rules_store_waits_total`).
 pub const STORE_WAITS: &str = "adpipe_rules_store_waits";
 
+/// New aggregates whose event id the evaluator had evaluated before, at another offset
+/// (gold emitting one again after a crash), skipped without a dedupe store's help
+/// (`adpipe_rules_duplicates_total`).
+pub const DUPLICATES: &str = "adpipe_rules_duplicates";
+
 /// `[("state", …), ("severity", …)]`.
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -33,6 +38,8 @@ pub struct RuleMetrics {
     /// The batches' counters: [`BATCHES`], [`BATCH_INPUTS`], [`BATCHES_SPLIT`] and
     /// [`STORE_WAITS`].
     pub batch: BatchCounters,
+    /// See [`DUPLICATES`].
+    pub duplicates: Counter,
 }
 
 impl RuleMetrics {
@@ -42,6 +49,11 @@ impl RuleMetrics {
             ALERTS,
             "Alerts emitted, by state and severity",
             self.alerts.clone(),
+        );
+        registry.register(
+            DUPLICATES,
+            "New aggregates whose event id was evaluated before, skipped",
+            self.duplicates.clone(),
         );
         self.batch.register(
             registry,

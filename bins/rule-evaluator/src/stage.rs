@@ -79,7 +79,8 @@ pub struct RuleSettings {
     #[arg(long, env = "RULES_MAX_BATCH_AGGREGATES", default_value_t = 500)]
     pub max_batch_aggregates: usize,
     /// Hours the alerts decided for an input are kept for replays (its offset is committed
-    /// long before).
+    /// long before), and the event ids of the aggregates evaluated against gold emitting one
+    /// again.
     #[arg(long, env = "RULES_OUTBOX_RETENTION_HOURS", default_value_t = 24)]
     pub outbox_retention_hours: i32,
 }
@@ -295,7 +296,11 @@ impl Processor for RuleEvaluator {
         self.store.migrate().await?;
         let counters = self.metrics.batch.clone();
         let batches = Batches::start(
-            Arc::new(Settler::new(self.store.clone(), counters.clone())),
+            Arc::new(Settler::new(
+                self.store.clone(),
+                counters.clone(),
+                self.metrics.duplicates.clone(),
+            )),
             self.settings.database_connections,
             self.settings.max_batch_aggregates,
             counters,

@@ -1,7 +1,9 @@
 //! The rule evaluator's state in PostgreSQL: each entity's alert states and metric history,
 //! each org's own rules, the alerts decided per input record, and the next input offset per
 //! partition. Every change is one statement that also claims the input offsets it reflects,
-//! so a replayed record changes nothing and gets the alerts it was first given.
+//! so a replayed record changes nothing and gets the alerts it was first given. The event ids
+//! of the aggregates evaluated are kept with them, so an aggregate emitted again under its
+//! event id at another offset is not evaluated twice, with or without the dedupe store.
 //!
 //! Aggregates are evaluated in batches through group-commit lanes ([`pgstore::Lanes`],
 //! picked by `gold.data.ready` partition; see [`crate::batch`]): a batch reads its offsets,
@@ -10,7 +12,7 @@
 //! for its [`pgstore::Ticket`]. Rule changes (`config.changes`, whose partitions do not
 //! follow gold's) are written autocommit, and read by the lanes once committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use envelope::payload::{alerts::Alert, config::RuleDefinition};
 use pgstore::{GroupCommit, LaneTx, Lanes, Param, Pool, Prepared, StoreError, claim_params};
@@ -57,6 +59,8 @@ pub struct BatchWrite {
     /// What was decided per input (partition, offset), for inputs that decided alerts or
     /// failed ([`Decided`]).
     pub outbox: Vec<(i32, i64, String)>,
+    /// The event ids of the aggregates evaluated.
+    pub applied: Vec<uuid::Uuid>,
 }
 
 /// What the outbox keeps for an input: the alerts it decided (a JSON array, as ever), or why
@@ -94,6 +98,7 @@ pub struct Statements {
     states: Statement,
     rules: Statement,
     replays: Statement,
+    applied: Statement,
     put_batch: Statement,
     put_rule: Statement,
     prune: Statement,
@@ -132,6 +137,9 @@ impl Prepared for Statements {
                        (SELECT * FROM unnest($2::int[], $3::bigint[]))",
                 )
                 .await?,
+            applied: client
+                .prepare("SELECT event_id FROM rules_applied WHERE event_id = ANY($1::uuid[])")
+                .await?,
             // Every partition's claim must hold (no other consumer moved its offset since the
             // batch read it), or nothing is written and `false` comes back.
             put_batch: client
@@ -162,6 +170,10 @@ impl Prepared for Statements {
                      SELECT $1::text, p, i, a::jsonb FROM unnest($9::int[], $10::bigint[], $11::text[]) \
                        AS u(p, i, a) \
                      WHERE (SELECT ok FROM ok) \
+                     ON CONFLICT DO NOTHING RETURNING 1), \
+                     applied AS ( \
+                     INSERT INTO rules_applied (event_id) SELECT * FROM unnest($12::uuid[]) \
+                     WHERE (SELECT ok FROM ok) \
                      ON CONFLICT DO NOTHING RETURNING 1) \
                      SELECT ok FROM ok",
                 )
@@ -180,7 +192,12 @@ impl Prepared for Statements {
                 ))
                 .await?,
             prune: client
-                .prepare("DELETE FROM rules_outbox WHERE created_at < now() - make_interval(hours => $1)")
+                .prepare(
+                    "WITH applied AS ( \
+                     DELETE FROM rules_applied WHERE created_at < now() - make_interval(hours => $1) \
+                     RETURNING 1) \
+                     DELETE FROM rules_outbox WHERE created_at < now() - make_interval(hours => $1)",
+                )
                 .await?,
         })
     }
@@ -311,6 +328,18 @@ impl RuleStore {
         Ok(out)
     }
 
+    /// Which of `event_ids` were evaluated before (kept as long as the outbox).
+    pub async fn applied(
+        tx: &Tx,
+        event_ids: &[uuid::Uuid],
+    ) -> Result<HashSet<uuid::Uuid>, StoreError> {
+        if event_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows = tx.read(|s| &s.applied, &[&event_ids]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// What was first decided for each of the inputs at `at` (absent: no alerts).
     pub async fn replays(
         tx: &Tx,
@@ -348,6 +377,7 @@ impl RuleStore {
             claims,
             states,
             outbox,
+            applied,
         } = batch;
         let (mut orgs, mut campaigns, mut line_items, mut jsons) = (
             Vec::with_capacity(states.len()),
@@ -383,6 +413,7 @@ impl RuleStore {
             Box::new(partitions),
             Box::new(offsets),
             Box::new(decided),
+            Box::new(applied),
         ];
         let row = tx.write(|s| &s.put_batch, params).await?;
         Ok(row.get(0))
@@ -415,7 +446,8 @@ impl RuleStore {
         Ok(applied(row.get(0)))
     }
 
-    /// Forget the alerts decided longer than `hours` ago (their inputs are committed by then).
+    /// Forget the alerts decided and the event ids evaluated longer than `hours` ago (their
+    /// inputs are committed by then, and gold's re-emissions long read).
     pub async fn prune_outbox(&self, hours: i32) -> Result<u64, StoreError> {
         let live = self.pool.get(0).await?;
         Ok(live.client.execute(&live.stmts.prune, &[&hours]).await?)

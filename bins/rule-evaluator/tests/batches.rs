@@ -2,17 +2,22 @@
 //! the same entities crossing the pacing thresholds back and forth, many per batch, raise
 //! exactly the alerts the in-memory engine raises evaluating them one by one; an aggregate
 //! PostgreSQL refuses fails alone; an entity state that cannot be read back fails that
-//! entity's aggregates alone. On librdkafka's mock cluster and the real PostgreSQL.
+//! entity's aggregates alone; an aggregate gold emits again under its event id is not
+//! evaluated twice, though the evaluator's in-memory dedupe was lost in between. On librdkafka's mock cluster and the real PostgreSQL.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use envelope::{
     Codec, Event,
-    payload::{alerts::Alert, gold::AggregateReady},
+    payload::{
+        alerts::{Alert, AlertState},
+        gold::AggregateReady,
+    },
 };
 use rdkafka::Message as _;
 use rule_evaluator::{
     fixtures::{booked, pacing},
+    metrics::DUPLICATES,
     rules::{RuleEngine, default_rules},
     stage::{RuleEvaluator, RuleSettings},
 };
@@ -290,5 +295,47 @@ async fn an_entity_state_that_cannot_be_read_back_fails_that_entitys_aggregates_
     again.stop().await.expect("clean stop");
     assert_eq!(m.total(PROCESSED), 13);
     assert_eq!(m.total(DEAD_LETTERED), 3, "c0's three, again");
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_emitted_again_under_its_event_id_is_not_evaluated_twice_without_redis() {
+    // Gold, killed after producing an aggregate and before committing its input, emits it
+    // again at a later offset under the same event id, recomputed from a state that changed
+    // in between (here: pacing back to 100 %, which would resolve the first one's alert).
+    let first = pacing(1, "c0", 20, 0, "70");
+    let (mock, schema, codec, _, stage) = start("rules_again").await;
+    let b = mock.bootstrap();
+    fill_events(&b, &codec, std::slice::from_ref(&first)).await;
+    settled(&stage, 1, "the first aggregate").await;
+    stage.stop().await.expect("clean stop");
+
+    // A restarted evaluator: its in-memory dedupe starts empty, as without Redis.
+    let mut again = pacing(1, "c0", 20, 0, "100");
+    again.metadata = first.metadata.clone();
+    let fresh = pacing(1, "c1", 20, 0, "70");
+    let (metrics, stage) = evaluator(&b, &schema, &codec);
+    fill_events(&b, &codec, &[again, fresh]).await;
+    settled(&stage, 2, "the re-emitted and a new aggregate").await;
+    stage.stop().await.expect("clean stop");
+
+    let (alerts, _) = alerts_by_entity(&b, &codec, 3);
+    let states = |c: &str| -> Vec<AlertState> {
+        alerts
+            .get(&(1, c.to_owned()))
+            .map(|v| v.iter().map(|a| a.state).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        states("c0"),
+        [AlertState::Firing],
+        "the first aggregate's alert, not resolved by its re-emission"
+    );
+    assert_eq!(
+        states("c1"),
+        [AlertState::Firing],
+        "the new aggregate is evaluated"
+    );
+    assert_eq!(metrics.duplicates.get(), 1, "counted in {DUPLICATES}");
     schema.drop().await;
 }
