@@ -445,8 +445,13 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
             logs(&bed)
         );
     }
+    let connector_rss = if connector_peak > 0.0 {
+        format!("peak RSS {connector_peak:.0} MiB")
+    } else {
+        "done before the first sample".to_owned()
+    };
     eprintln!(
-        "drained after {:.0} s (connector done at {:.0} s, peak RSS {connector_peak:.0} MiB)",
+        "drained after {:.0} s (connector done at {:.0} s, {connector_rss})",
         elapsed.as_secs_f64(),
         connector_done.unwrap_or_default().as_secs_f64()
     );
