@@ -37,7 +37,7 @@ test-chaos: test-prereqs ## SIGKILL random stages of a seeded run; its end state
 	$(CARGO) build --bin connector --bin bronze --bin silver --bin gold --bin rule-evaluator --bin notification-sender --bin audit-writer
 	$(CARGO) test -p pipeline-tests --test chaos -- --ignored --nocapture
 
-test-reliability: test-prereqs ## ~1,000,000 simulated rows through the release stages: nothing lost, RSS and lag printed (~15 min; CI runs it)
+test-reliability: test-prereqs ## ~1,000,000 simulated rows through the release stages: nothing lost, RSS and lag printed (~25 min; CI runs it)
 	$(CARGO) build --profile bench --bin connector --bin bronze --bin silver --bin gold --bin rule-evaluator --bin notification-sender --bin audit-writer
 	$(CARGO) test -p pipeline-tests --test reliability -- --ignored --nocapture
 
