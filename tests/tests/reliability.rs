@@ -19,7 +19,8 @@
 //!   line item and day) equal the sums of silver's rows, read back from
 //!   `silver.data.processed` (passed and warned delivery rows, the last per silver dedupe key);
 //! - the rule evaluator evaluated every aggregate gold produced once (its processed count
-//!   equals gold's produced records, none skipped as duplicates);
+//!   equals gold's produced records, none skipped as duplicates, none taken for a
+//!   re-emission by its own event-id check);
 //! - the notification sender delivered every alert once, to its org's inbox: one sent
 //!   delivery and one in-app row per alert;
 //! - no stage dead-lettered anything else, and every stage still runs.
@@ -49,6 +50,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer as _},
     message::Headers as _,
 };
+use rule_evaluator::metrics::DUPLICATES;
 use runtime::metrics::{DEAD_LETTERED, DEDUPLICATED, MESSAGES_IN, PROCESSED, PRODUCED};
 use testbed::TestBed;
 use testkit::{
@@ -558,6 +560,21 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     assert!(gold_produced > 0.0, "gold produced aggregates");
     assert_eq!(evaluated, gold_produced, "every aggregate evaluated");
     assert_eq!(rules[2], 0.0, "no aggregate delivered twice");
+    // Nothing was killed, so gold emitted no aggregate twice: an event id the evaluator
+    // found evaluated before here would be an aggregate wrongly skipped.
+    let evaluator = STAGES
+        .iter()
+        .position(|(s, _)| *s == "rule-evaluator")
+        .expect("the evaluator");
+    let port = procs[evaluator].metrics_port();
+    let skipped = tokio::task::spawn_blocking(move || counter_total(port, DUPLICATES))
+        .await
+        .expect("the counter");
+    assert_eq!(
+        skipped,
+        Some(0.0),
+        "aggregates the evaluator took for re-emissions (adpipe_rules_duplicates_total)"
+    );
 
     // 5. The audit trail: each dropped duplicate and each quarantined row once.
     let pg = bed.schema.admin();
