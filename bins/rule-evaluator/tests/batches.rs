@@ -14,12 +14,14 @@ use envelope::{
         gold::AggregateReady,
     },
 };
+use pgstore::GroupCommit;
 use rdkafka::Message as _;
 use rule_evaluator::{
     fixtures::{booked, pacing},
     metrics::DUPLICATES,
     rules::{RuleEngine, default_rules},
     stage::{RuleEvaluator, RuleSettings},
+    store::RuleStore,
 };
 use runtime::{
     RuntimeArgs,
@@ -337,5 +339,34 @@ async fn an_aggregate_emitted_again_under_its_event_id_is_not_evaluated_twice_wi
         "the new aggregate is evaluated"
     );
     assert_eq!(metrics.duplicates.get(), 1, "counted in {DUPLICATES}");
+
+    // The ids evaluated (not the copy's twice) are kept as long as the outbox, and pruned
+    // with it.
+    let applied = || async {
+        schema
+            .admin()
+            .query_one(
+                &format!("SELECT count(*) FROM {}.rules_applied", schema.name()),
+                &[],
+            )
+            .await
+            .expect("a count")
+            .get::<_, i64>(0)
+    };
+    assert_eq!(
+        applied().await,
+        2,
+        "the first aggregate's id and the new one's"
+    );
+    let store = RuleStore::new(
+        &schema.url(),
+        GroupCommit {
+            lanes: 1,
+            linger: Duration::ZERO,
+            max_writes: 1,
+        },
+    );
+    store.prune_outbox(0).await.expect("prune");
+    assert_eq!(applied().await, 0, "pruned with the outbox");
     schema.drop().await;
 }
