@@ -541,13 +541,13 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     );
 
     // 4. The rule evaluator: every aggregate gold produced, once.
-    let stage_counters = |name: &str| {
-        let i = STAGES
+    let stage_index = |name: &str| {
+        STAGES
             .iter()
             .position(|(s, _)| *s == name)
-            .expect("a stage");
-        last_counters[i]
+            .expect("a stage")
     };
+    let stage_counters = |name: &str| last_counters[stage_index(name)];
     let (gold_produced, rules) = (stage_counters("gold")[4], stage_counters("rule-evaluator"));
     let alerts = rules[4];
     // The evaluator also reads `config.changes`: the orgs' inboxes (which it ignores).
@@ -562,11 +562,7 @@ async fn a_million_rows_through_the_chain_lose_nothing_and_double_nothing() {
     assert_eq!(rules[2], 0.0, "no aggregate delivered twice");
     // Nothing was killed, so gold emitted no aggregate twice: an event id the evaluator
     // found evaluated before here would be an aggregate wrongly skipped.
-    let evaluator = STAGES
-        .iter()
-        .position(|(s, _)| *s == "rule-evaluator")
-        .expect("the evaluator");
-    let port = procs[evaluator].metrics_port();
+    let port = procs[stage_index("rule-evaluator")].metrics_port();
     let skipped = tokio::task::spawn_blocking(move || counter_total(port, DUPLICATES))
         .await
         .expect("the counter");

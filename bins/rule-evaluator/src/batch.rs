@@ -1,10 +1,11 @@
 //! The evaluator's aggregate batches: the aggregates queued for a lane while its previous
 //! batch ran are evaluated together. One read for the partitions' next offsets, then one
-//! each for the states of the batch's entities, its orgs' rules and what its replays were
-//! first given; the aggregates are evaluated in order in memory
-//! (an entity's later aggregates see its earlier ones' effect); then one statement claims the offsets and writes every changed state and the alerts decided per
-//! input ([`RuleStore::put_batch`]). Each aggregate gets its alerts once the lane's
-//! transaction holding them is committed.
+//! each for the states of the batch's entities, its orgs' rules, what its replays were
+//! first given and which of its event ids were evaluated before; the aggregates are
+//! evaluated in order in memory (an entity's later aggregates see its earlier ones'
+//! effect); then one statement claims the offsets and writes every changed state, the
+//! alerts decided per input and the event ids evaluated ([`RuleStore::put_batch`]). Each
+//! aggregate gets its alerts once the lane's transaction holding them is committed.
 //!
 //! An aggregate below its partition's next offset is a replay (a crash after the commit,
 //! before the offset reached Kafka): it changes nothing and gets the alerts it was first
@@ -13,12 +14,13 @@
 //! recomputed from a state that may have changed since) is a duplicate: its offset is
 //! claimed, nothing else changes and it emits nothing (the first one's alerts are out, or
 //! come from its own replay); the runtime's dedupe store catches most of them first, this
-//! catches them when that store is down or in memory. An entity state or an org's rules that cannot be read back fail
-//! that entity's or org's aggregates alone. A batch PostgreSQL refuses is settled again
-//! aggregate by aggregate, so only the aggregate it refuses is dead-lettered. A failed
-//! aggregate's offset is claimed with its failure in the outbox, so a replay of it is
-//! dead-lettered again (its first dead letter may never have been written). The loop
-//! around it is [`pgstore::batch`]'s: an outage is waited out, the aggregates wait with it.
+//! catches them when that store is down or in memory. An entity state or an org's rules
+//! that cannot be read back fail that entity's or org's aggregates alone. A batch
+//! PostgreSQL refuses is settled again aggregate by aggregate, so only the aggregate it
+//! refuses is dead-lettered. A failed aggregate's offset is claimed with its failure in the
+//! outbox, so a replay of it is dead-lettered again (its first dead letter may never have
+//! been written). The loop around it is [`pgstore::batch`]'s: an outage is waited out, the
+//! aggregates wait with it.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

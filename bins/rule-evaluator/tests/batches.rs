@@ -3,7 +3,8 @@
 //! exactly the alerts the in-memory engine raises evaluating them one by one; an aggregate
 //! PostgreSQL refuses fails alone; an entity state that cannot be read back fails that
 //! entity's aggregates alone; an aggregate gold emits again under its event id is not
-//! evaluated twice, though the evaluator's in-memory dedupe was lost in between. On librdkafka's mock cluster and the real PostgreSQL.
+//! evaluated twice, though the evaluator's in-memory dedupe was lost in between. On
+//! librdkafka's mock cluster and the real PostgreSQL.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
