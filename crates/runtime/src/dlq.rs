@@ -34,10 +34,26 @@ pub mod headers {
 /// headers ([`crate::processor::headers::ALL`]: so `pipelinectl trace` finds it and a replay
 /// sends them on), and the loop guard's replay count; `None` for any other header.
 pub fn carried_name(name: &str) -> Option<&'static str> {
-    crate::processor::headers::ALL
-        .into_iter()
-        .chain([headers::REPLAY_COUNT])
-        .find(|h| *h == name)
+    carried_index(name).map(|i| CARRIED_NAMES[i])
+}
+
+/// How many header names [`carried_name`] knows.
+pub(crate) const CARRIED: usize = crate::processor::headers::ALL.len() + 1;
+
+/// The carried header names: the event headers, then the replay count.
+pub(crate) const CARRIED_NAMES: [&str; CARRIED] = {
+    let mut names = [headers::REPLAY_COUNT; CARRIED];
+    let mut i = 0;
+    while i < crate::processor::headers::ALL.len() {
+        names[i] = crate::processor::headers::ALL[i];
+        i += 1;
+    }
+    names
+};
+
+/// The position of `name` in [`CARRIED_NAMES`], if it is carried.
+pub(crate) fn carried_index(name: &str) -> Option<usize> {
+    CARRIED_NAMES.iter().position(|h| *h == name)
 }
 
 /// The carried headers ([`carried_name`]) among an input record's `(name, value)` headers

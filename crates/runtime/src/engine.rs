@@ -23,7 +23,7 @@ use rdkafka::{
     ClientConfig, Message, Offset,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
-    message::{Header, Headers, OwnedHeaders, OwnedMessage},
+    message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
 use tokio::{
@@ -40,6 +40,7 @@ use topics::Topic;
 use tracing::Instrument as _;
 
 use crate::{
+    consumed::Consumed,
     dedupe::Dedupe,
     dlq::{Failure, dlq_headers},
     metrics::{Labels, Metrics},
@@ -434,18 +435,19 @@ pub async fn run_stage<P: Processor>(
             msg = consumer.recv(), if parked_bytes < parked_cap => msg,
         };
         let msg = match msg {
-            Ok(m) => m.detach(),
+            Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 continue;
             }
         };
-        let t = match workers.iter().position(|w| w.topic == msg.topic()) {
+        let t = match workers.iter().position(|w| *w.topic == *msg.topic()) {
             Some(i) => i,
             None => {
                 let l = labels(group, msg.topic());
                 workers.push(TopicWorkers {
-                    topic: msg.topic().to_owned(),
+                    topic: Arc::from(msg.topic()),
+                    known: Topic::from_name(msg.topic()),
                     messages_in: metrics.messages_in.get_or_create(&l).clone(),
                     bytes_in: metrics.bytes_in.get_or_create(&l).clone(),
                     processed: metrics.processed.get_or_create(&l).clone(),
@@ -461,6 +463,8 @@ pub async fn run_stage<P: Processor>(
         let Ok(p) = usize::try_from(msg.partition()) else {
             continue; // a consumed record always has its partition
         };
+        // Copied out of librdkafka's buffer, which is released here.
+        let msg = Consumed::copy(&msg, w.topic.clone(), w.known);
         if w.partitions.len() <= p {
             w.partitions.resize_with(p + 1, || None);
         }
@@ -471,7 +475,7 @@ pub async fn run_stage<P: Processor>(
                 shared.clone(),
                 rx,
                 processed.clone(),
-                (msg.topic().to_owned(), msg.partition()),
+                (msg.topic_name().to_owned(), msg.partition()),
             ));
             PartitionQueue {
                 tx,
@@ -676,7 +680,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// The workers of one input topic and its counters (looked up once, not per record).
 struct TopicWorkers {
-    topic: String,
+    topic: Arc<str>,
+    /// The topic, when topic-config.yaml has it (else its records are dead-lettered).
+    known: Option<Topic>,
     messages_in: Counter,
     bytes_in: Counter,
     processed: Counter,
@@ -692,10 +698,10 @@ const PARKED_SHARE: usize = 4;
 
 /// A partition worker's queue, and the records it could not take yet.
 struct PartitionQueue {
-    tx: mpsc::Sender<OwnedMessage>,
+    tx: mpsc::Sender<Consumed>,
     /// Records that found the queue full, in order, each with the bytes it was counted as
-    /// holding ([`held`]): later records of the partition wait behind them.
-    parked: VecDeque<(OwnedMessage, usize)>,
+    /// holding ([`Consumed::held`]): later records of the partition wait behind them.
+    parked: VecDeque<(Consumed, usize)>,
 }
 
 /// What became of a record offered to its partition's queue.
@@ -714,23 +720,11 @@ enum Offer {
 /// Parked slots a partition keeps allocated once its parked records are gone.
 const PARKED_KEPT: usize = 64;
 
-/// The bytes a parked record holds: key, value, headers, and what holding them costs.
-fn held(msg: &OwnedMessage) -> usize {
-    /// A parked record's own size, its headers' and topic's allocations, the queue's slot.
-    const OVERHEAD: usize = 256;
-    let headers = msg.headers().map_or(0, |h| {
-        h.iter()
-            .map(|h| 32 + h.key.len() + h.value.map_or(0, <[u8]>::len))
-            .sum()
-    });
-    OVERHEAD + msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len) + headers
-}
-
 impl PartitionQueue {
     /// Hand `msg` to the worker, or park it behind the records already waiting.
-    fn offer(&mut self, msg: OwnedMessage) -> Offer {
+    fn offer(&mut self, msg: Consumed) -> Offer {
         if !self.parked.is_empty() {
-            let bytes = held(&msg);
+            let bytes = msg.held();
             self.parked.push_back((msg, bytes));
             return Offer::Parked {
                 bytes,
@@ -740,7 +734,7 @@ impl PartitionQueue {
         match self.tx.try_send(msg) {
             Ok(()) => Offer::Taken,
             Err(TrySendError::Full(msg)) => {
-                let bytes = held(&msg);
+                let bytes = msg.held();
                 self.parked.push_back((msg, bytes));
                 Offer::Parked { bytes, first: true }
             }
@@ -750,7 +744,7 @@ impl PartitionQueue {
 
     /// The queue has room (`permit`): hand it the first parked record and as many after it as
     /// fit; the bytes released.
-    fn unpark(&mut self, permit: mpsc::OwnedPermit<OwnedMessage>) -> usize {
+    fn unpark(&mut self, permit: mpsc::OwnedPermit<Consumed>) -> usize {
         let Some((first, mut released)) = self.parked.pop_front() else {
             return 0;
         };
@@ -786,14 +780,14 @@ type Room = std::pin::Pin<
                 Output = (
                     usize,
                     usize,
-                    Result<mpsc::OwnedPermit<OwnedMessage>, SendError<()>>,
+                    Result<mpsc::OwnedPermit<Consumed>, SendError<()>>,
                 ),
             > + Send,
     >,
 >;
 
 /// Wait for room in partition `p` of topic `t`'s queue.
-fn room_in(t: usize, p: usize, tx: &mpsc::Sender<OwnedMessage>) -> Room {
+fn room_in(t: usize, p: usize, tx: &mpsc::Sender<Consumed>) -> Room {
     let tx = tx.clone();
     Box::pin(async move { (t, p, tx.reserve_owned().await) })
 }
@@ -892,11 +886,12 @@ struct Completion {
 ///    of that record and of all earlier records of the partition was acknowledged.
 async fn worker<P: Processor>(
     shared: Arc<Shared<P>>,
-    rx: mpsc::Receiver<OwnedMessage>,
+    rx: mpsc::Receiver<Consumed>,
     processed: Counter,
     (topic, partition): (String, i32),
 ) {
-    let (ahead_tx, ahead_rx) = mpsc::channel(BATCH);
+    // One batch waits for processing while the next is looked up.
+    let (ahead_tx, ahead_rx) = mpsc::channel(1);
     let (done_tx, done_rx) = mpsc::channel(COMPLETIONS_QUEUED);
     tokio::join!(
         read_ahead(&shared, rx, ahead_tx),
@@ -908,11 +903,15 @@ async fn worker<P: Processor>(
 /// Batches of completions queued for [`complete_in_order`] before processing waits.
 const COMPLETIONS_QUEUED: usize = 16;
 
-/// Decode the queued records and look their event ids up, a batch at a time, in order.
+/// A record and what [`look_ahead`] learnt about it.
+type Looked<I> = (Consumed, Ahead<I>);
+
+/// Decode the queued records and look their event ids up, a batch at a time, in order; hand
+/// on each batch whole (one move of the batch, not of each decoded record through a queue).
 async fn read_ahead<P: Processor>(
     shared: &Shared<P>,
-    mut rx: mpsc::Receiver<OwnedMessage>,
-    tx: mpsc::Sender<(OwnedMessage, Ahead<P::Input>)>,
+    mut rx: mpsc::Receiver<Consumed>,
+    tx: mpsc::Sender<Vec<Looked<P::Input>>>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -922,18 +921,30 @@ async fn read_ahead<P: Processor>(
                 Err(_) => break,
             }
         }
-        for item in look_ahead(shared, batch).await {
-            if tx.send(item).await.is_err() {
-                return; // processing ended (stopping, or the breaker opened)
-            }
+        if tx.send(look_ahead(shared, batch).await).await.is_err() {
+            return; // processing ended (stopping, or the breaker opened)
         }
+    }
+}
+
+/// The next looked-ahead record: the rest of the batch being taken, then the next batch.
+/// Cancel-safe: it gives up only while waiting for a batch.
+async fn next_ahead<T>(
+    rx: &mut mpsc::Receiver<Vec<T>>,
+    batch: &mut std::vec::IntoIter<T>,
+) -> Option<T> {
+    loop {
+        if let Some(item) = batch.next() {
+            return Some(item);
+        }
+        *batch = rx.recv().await?.into_iter();
     }
 }
 
 /// Process records in order and start their writes; hand completions on in order.
 async fn process_in_order<P: Processor>(
     shared: &Arc<Shared<P>>,
-    mut rx: mpsc::Receiver<(OwnedMessage, Ahead<P::Input>)>,
+    mut rx: mpsc::Receiver<Vec<Looked<P::Input>>>,
     done: mpsc::Sender<Vec<Completion>>,
     topic: &str,
     partition: i32,
@@ -944,6 +955,7 @@ async fn process_in_order<P: Processor>(
         futures::stream::FuturesOrdered::new();
     let mut open = true;
     let mut previous: Option<oneshot::Receiver<()>> = None;
+    let mut batch = Vec::new().into_iter();
     let taking = |open: bool| open && !shared.health.breaker_open.load(Ordering::Relaxed);
     // With the breaker open, no new record is taken; writes already started are still
     // awaited, so their offsets are stored and their dead letters counted.
@@ -974,7 +986,7 @@ async fn process_in_order<P: Processor>(
                     return;
                 }
             }
-            item = rx.recv(), if taking(open) && inflight.len() < max => match item {
+            item = next_ahead(&mut rx, &mut batch), if taking(open) && inflight.len() < max => match item {
                 Some((msg, ahead)) => {
                     if shared.stopping.load(Ordering::Relaxed) {
                         return;
@@ -1078,11 +1090,11 @@ struct Ahead<I> {
 /// keys) up in the dedupe store in one round trip (instead of one or two per record).
 async fn look_ahead<P: Processor>(
     shared: &Shared<P>,
-    batch: Vec<OwnedMessage>,
-) -> Vec<(OwnedMessage, Ahead<P::Input>)> {
+    batch: Vec<Consumed>,
+) -> Vec<Looked<P::Input>> {
     let mut out = Vec::with_capacity(batch.len());
     for msg in batch {
-        let input = match Topic::from_name(msg.topic()) {
+        let input = match msg.topic() {
             Some(topic) => {
                 P::Input::decode(&shared.codec, topic, msg.payload().unwrap_or_default())
                     .await
@@ -1195,31 +1207,31 @@ fn backoff(args: &RuntimeArgs, attempt: u32) -> Duration {
 /// writes: the outputs, or the dead letter. `None` when the stage is stopping.
 async fn prepare<P: Processor>(
     shared: &Arc<Shared<P>>,
-    msg: OwnedMessage,
+    msg: Consumed,
     mut ahead: Ahead<P::Input>,
     turn: Turn,
 ) -> Option<(InFlight, bool)> {
     let start = Instant::now();
     let group = P::GROUP.name();
     // Labels are built only on the paths that count something (not per processed record).
-    let l = |msg: &OwnedMessage| labels(group, msg.topic());
-    let completion = move |mark: Option<envelope::Id>, msg: &OwnedMessage| Completion {
+    let l = |msg: &Consumed| labels(group, msg.topic_name());
+    let completion = move |mark: Option<envelope::Id>, msg: &Consumed| Completion {
         offset: msg.offset(),
         mark,
         keys: Vec::new(),
         start,
     };
-    let dead_letter_later = move |msg: OwnedMessage, f: Failure| -> InFlight {
+    let dead_letter_later = move |msg: Consumed, f: Failure| -> InFlight {
         let shared = shared.clone();
         Box::pin(async move {
             let c = completion(None, &msg);
             dead_letter(&shared, &msg, f).await.then_some(c)
         })
     };
-    let Some(topic) = Topic::from_name(msg.topic()) else {
+    let Some(topic) = msg.topic() else {
         let f = failure(
             "RUNTIME_UNKNOWN_TOPIC",
-            format!("{} is not in topic-config.yaml", msg.topic()),
+            format!("{} is not in topic-config.yaml", msg.topic_name()),
             1,
             Timestamp::now(),
         );
@@ -1342,7 +1354,7 @@ async fn prepare<P: Processor>(
                         shared
                             .metrics
                             .failed
-                            .get_or_create(&with_code(&labels(group, msg.topic()), e.code))
+                            .get_or_create(&with_code(&labels(group, msg.topic_name()), e.code))
                             .inc();
                         let f = failure(e.code, e.message, attempt, first);
                         let dead = completion(None, &msg);
@@ -1501,28 +1513,24 @@ async fn produce_all<P: Processor>(
 }
 
 /// Send the original record to `{topic}.dlq`; true once acknowledged.
-async fn dead_letter<P: Processor>(
-    shared: &Shared<P>,
-    msg: &OwnedMessage,
-    failure: Failure,
-) -> bool {
+async fn dead_letter<P: Processor>(shared: &Shared<P>, msg: &Consumed, failure: Failure) -> bool {
     let group = P::GROUP.name();
-    let dlq = topics::TopicConfig::embedded().dlq_name(msg.topic());
+    let dlq = topics::TopicConfig::embedded().dlq_name(msg.topic_name());
     let timestamp = msg.timestamp().to_millis();
     let mut headers = dlq_headers(
         &failure,
         group,
-        msg.topic(),
+        msg.topic_name(),
         msg.partition(),
         msg.offset(),
         timestamp,
     );
     // The input's CloudEvents headers and the loop guard's replay count travel into its
     // dead letter (`dlq::carried_name`).
-    if let Some(h) = msg.headers() {
-        headers.extend(crate::dlq::carried(h.iter().map(|h| (h.key, h.value))));
-    }
-    tracing::warn!(code = %failure.code, error = %failure.message, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-lettering record");
+    headers.extend(crate::dlq::carried(
+        msg.carried().map(|(k, v)| (k, Some(v))),
+    ));
+    tracing::warn!(code = %failure.code, error = %failure.message, topic = msg.topic_name(), partition = msg.partition(), offset = msg.offset(), "dead-lettering record");
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -1540,7 +1548,7 @@ async fn dead_letter<P: Processor>(
         }
         match shared.producer.send(record, Duration::from_secs(30)).await {
             Ok(_) => {
-                let l = with_code(&labels(group, msg.topic()), &failure.code);
+                let l = with_code(&labels(group, msg.topic_name()), &failure.code);
                 shared.metrics.dead_lettered.get_or_create(&l).inc();
                 return true;
             }

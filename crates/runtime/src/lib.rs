@@ -13,6 +13,7 @@
 //! A binary's whole `main` is [`run`].
 
 pub mod audit;
+mod consumed;
 pub mod dedupe;
 pub mod dlq;
 pub mod engine;

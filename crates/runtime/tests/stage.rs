@@ -165,6 +165,68 @@ impl Reader {
     }
 }
 
+/// A dead letter carries its input's event headers and replay count (the first value of
+/// each, as the worker copied them out of librdkafka's buffer) and no other input header,
+/// beside its original key and bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_carries_the_inputs_event_headers_and_replay_count_only() {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::FutureRecord,
+    };
+    let (broker, codec) = setup().await;
+    let b = broker.bootstrap();
+    let producer: FutureProducer = client_config(&b)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let headers = [
+        ("ce_id", Some("first-id")),
+        ("x-other", Some("not carried")),
+        ("ce_id", Some("second-id")),
+        ("traceparent", None),
+        ("adpipe.replay.count", Some("2")),
+        ("correlation_id", Some("corr-1")),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: value.map(str::as_bytes),
+        })
+    });
+    producer
+        .send(
+            FutureRecord::to("config.changes")
+                .partition(2)
+                .key("k")
+                .payload(&b"garbage bytes"[..])
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("produced");
+
+    let stage = start(&b, codec, Dedupe::memory(100));
+    let dlq = read_records(&b, "config.changes.dlq", 1, Duration::from_secs(60)).expect("dlq");
+    stage.stop().await.expect("clean stop");
+    let [d] = dlq.as_slice() else {
+        panic!("one dead letter, got {}", dlq.len())
+    };
+    assert_eq!(d.payload(), Some(&b"garbage bytes"[..]));
+    assert_eq!(d.key(), Some(&b"k"[..]));
+    assert_eq!(d.partition(), 2);
+    assert_eq!(
+        header(d, "dlq.error.code").as_deref(),
+        Some("DECODE_WRONG_MAGIC_BYTE")
+    );
+    assert_eq!(header(d, "ce_id").as_deref(), Some("first-id"));
+    assert_eq!(header(d, "correlation_id").as_deref(), Some("corr-1"));
+    assert_eq!(header(d, "adpipe.replay.count").as_deref(), Some("2"));
+    assert_eq!(header(d, "x-other"), None, "not an event header");
+    assert_eq!(header(d, "traceparent"), None, "the input's had no value");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_dlq_and_offsets() {
     let (broker, codec) = setup().await;
