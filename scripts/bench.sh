@@ -3,7 +3,7 @@
 # measured in the same run) and rewrite the generated part of BENCHMARKS.md: the command,
 # the machine and the figures. The hand-written analysis below the generated part is kept.
 #
-# BENCH_EVENTS (runtime loop, default 100,000) and BENCH_ROWS (stage chain, default 100,000)
+# BENCH_EVENTS (runtime loop, default 1,000,000) and BENCH_ROWS (stage chain, default 100,000)
 # size the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
