@@ -57,5 +57,5 @@ unit: ## run every test (cargo nextest when installed, else cargo test)
 		$(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 
-bench: test-prereqs ## every benchmark beside a baseline of the same run; rewrites BENCHMARKS.md (~13 min from a cold clone, build included)
+bench: test-prereqs ## every benchmark beside a baseline of the same run; rewrites BENCHMARKS.md (~18 min from a cold clone, build included)
 	@scripts/bench.sh
