@@ -351,7 +351,6 @@ impl Buckets {
     }
 }
 
-/// A Redis answer within [`REDIS_TIMEOUT`].
 /// The lookup of a batch (`ARGV`) in every bucket set of the last `ttl` (`KEYS`), answered as
 /// one string with a `1` or `0` per id: one `SMISMEMBER` per bucket, run in Redis. Asked as a
 /// pipeline of the nine `SMISMEMBER`s, the answer was an integer per id and bucket, and the
@@ -372,6 +371,7 @@ return table.concat(found)
     )
 });
 
+/// A Redis answer within [`REDIS_TIMEOUT`].
 async fn answer<T>(
     fut: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, DedupeUnavailable> {
