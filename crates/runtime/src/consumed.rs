@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _, Timestamp};
 use topics::Topic;
 
-use crate::dlq::{CARRIED, carried_index};
+use crate::dlq::{CARRIED, carried};
 
 /// Where one part lies in [`Consumed::bytes`]; `ABSENT` when the record has no such part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +61,13 @@ impl Consumed {
     pub(crate) fn copy(m: &BorrowedMessage<'_>, name: Arc<str>, topic: Option<Topic>) -> Self {
         let (payload, key) = (m.payload(), m.key());
         // One pass over the headers (each read is a call into librdkafka and a UTF-8 check
-        // of its name): the first value of each carried one.
-        let mut values: [Option<&[u8]>; CARRIED] = [None; CARRIED];
-        for h in m.headers().iter().flat_map(|h| h.iter()) {
-            if let (Some(i), Some(value)) = (carried_index(h.key), h.value) {
-                values[i].get_or_insert(value);
-            }
-        }
+        // of its name).
+        let values = carried(
+            m.headers()
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value)),
+        );
         let mut bytes = Vec::with_capacity(
             [payload, key]
                 .into_iter()
@@ -122,8 +122,8 @@ impl Consumed {
         self.key.of(&self.bytes)
     }
 
-    /// The carried headers the record had, `(name, value)` in the order of
-    /// [`crate::dlq::carried_name`]'s list.
+    /// The carried headers the record had ([`crate::dlq::carried`]), `(name, value)` in
+    /// the order of [`crate::dlq::CARRIED_NAMES`].
     pub(crate) fn carried(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
         crate::dlq::CARRIED_NAMES
             .iter()

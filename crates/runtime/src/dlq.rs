@@ -56,21 +56,16 @@ pub(crate) fn carried_index(name: &str) -> Option<usize> {
     CARRIED_NAMES.iter().position(|h| *h == name)
 }
 
-/// The carried headers ([`carried_name`]) among an input record's `(name, value)` headers
-/// (the first of each name; values as UTF-8, lossily).
-pub fn carried<'a>(
+/// The carried headers ([`carried_name`]) among an input record's `(name, value)` headers:
+/// the first value of each, by its place in [`CARRIED_NAMES`] (a header without a value
+/// carries nothing).
+pub(crate) fn carried<'a>(
     input: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
-) -> Vec<(&'static str, String)> {
-    let mut out: Vec<(&'static str, String)> = Vec::new();
+) -> [Option<&'a [u8]>; CARRIED] {
+    let mut out = [None; CARRIED];
     for (name, value) in input {
-        let Some(wanted) = carried_name(name) else {
-            continue;
-        };
-        if out.iter().any(|(n, _)| *n == wanted) {
-            continue;
-        }
-        if let Some(v) = value {
-            out.push((wanted, String::from_utf8_lossy(v).into_owned()));
+        if let (Some(i), Some(value)) = (carried_index(name), value) {
+            out[i].get_or_insert(value);
         }
     }
     out
@@ -131,14 +126,21 @@ mod tests {
             ("correlation_id", Some(b"c-1".as_slice())),
             ("x-other", Some(b"y".as_slice())),
         ];
+        fn named(values: [Option<&[u8]>; CARRIED]) -> Vec<(&'static str, &[u8])> {
+            CARRIED_NAMES
+                .into_iter()
+                .zip(values)
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect()
+        }
         assert_eq!(
-            carried(input),
+            named(carried(input)),
             vec![
-                ("traceparent", "00-abc".to_owned()),
-                (headers::REPLAY_COUNT, "2".to_owned()),
-                ("correlation_id", "c-1".to_owned()),
+                ("correlation_id", b"c-1".as_slice()),
+                ("traceparent", b"00-abc".as_slice()),
+                (headers::REPLAY_COUNT, b"2".as_slice()),
             ]
         );
-        assert!(carried(Vec::<(&str, Option<&[u8]>)>::new()).is_empty());
+        assert!(named(carried(Vec::<(&str, Option<&[u8]>)>::new())).is_empty());
     }
 }

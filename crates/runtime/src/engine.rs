@@ -1526,10 +1526,11 @@ async fn dead_letter<P: Processor>(shared: &Shared<P>, msg: &Consumed, failure: 
         timestamp,
     );
     // The input's CloudEvents headers and the loop guard's replay count travel into its
-    // dead letter (`dlq::carried_name`).
-    headers.extend(crate::dlq::carried(
-        msg.carried().map(|(k, v)| (k, Some(v))),
-    ));
+    // dead letter (`dlq::carried`), as UTF-8 (lossily).
+    headers.extend(
+        msg.carried()
+            .map(|(name, value)| (name, String::from_utf8_lossy(value).into_owned())),
+    );
     tracing::warn!(code = %failure.code, error = %failure.message, topic = msg.topic_name(), partition = msg.partition(), offset = msg.offset(), "dead-lettering record");
     let mut attempt = 0;
     loop {
