@@ -90,7 +90,7 @@ impl Txn {
         dedupe: &Dedupe,
         begin_next: bool,
     ) -> anyhow::Result<usize> {
-        let _all_writes_done = self.gate.write().await;
+        let all_writes_done = self.gate.clone().write_owned().await;
         let pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         let mut tpl = TopicPartitionList::new();
@@ -101,6 +101,11 @@ impl Txn {
         let moved = tpl.count();
         let (p, c, timeout) = (producer.clone(), consumer.clone(), self.timeout);
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            // Held until librdkafka's calls return, even when the caller stops waiting (the
+            // shutdown aborts the periodic committer): the final commit must not start while
+            // this one is in librdkafka ("Conflicting send_offsets_to_transaction API call is
+            // already in progress").
+            let _all_writes_done = all_writes_done;
             if tpl.count() > 0 {
                 let group = c
                     .group_metadata()
@@ -116,7 +121,6 @@ impl Txn {
             Ok(())
         })
         .await??;
-        drop(_all_writes_done);
         if let Err(e) = dedupe.mark_many(&pending.marks).await {
             tracing::warn!(error = %e, "could not mark committed events done");
         }
